@@ -1,0 +1,102 @@
+//! `order-summary`: one row per order with its status, item count, total and event count.
+
+use projector_sdk::prelude::*;
+use serde::Deserialize;
+
+struct OrderSummary;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Item {
+    quantity: i64,
+    price_cents: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OrderCreated {
+    order_id: String,
+    customer_id: String,
+    items: Vec<Item>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ItemAdded {
+    order_id: String,
+    quantity: i64,
+    price_cents: i64,
+}
+
+/// OrderConfirmed, OrderCancelled and OrderShipped: only the order id matters here.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OrderRef {
+    order_id: String,
+}
+
+impl Projection for OrderSummary {
+    fn manifest() -> Manifest {
+        Manifest::new("order-summary", 1)
+            .event_types(["OrderCreated", "ItemAdded", "OrderConfirmed", "OrderCancelled", "OrderShipped"])
+            .stream_prefixes(["order-"])
+            .table(
+                Table::new("orders")
+                    .column("order_id", Kind::Text)
+                    .column("customer_id", Kind::Text)
+                    .column("status", Kind::Text)
+                    .column("item_count", Kind::Integer)
+                    .column("total_cents", Kind::Integer)
+                    .column("events", Kind::Integer)
+                    .primary_key(["order_id"])
+                    .index(["customer_id"]),
+            )
+    }
+
+    fn handle(ctx: &mut Ctx, event: &Event) -> Result<()> {
+        let status = match event.event_type.as_str() {
+            "OrderCreated" => {
+                let e: OrderCreated = event.json()?;
+                let item_count: i64 = e.items.iter().map(|i| i.quantity).sum();
+                let total: i64 = e.items.iter().map(|i| i.quantity * i.price_cents).sum();
+                // A repeated OrderCreated restarts the order but keeps counting its events.
+                let events = ctx.get("orders", &e.order_id)?.map_or(0, |r| r.int("events"));
+                return ctx.upsert(
+                    "orders",
+                    vec![
+                        e.order_id.into(),
+                        e.customer_id.into(),
+                        "created".into(),
+                        item_count.into(),
+                        total.into(),
+                        (events + 1).into(),
+                    ],
+                );
+            }
+            "ItemAdded" => {
+                let e: ItemAdded = event.json()?;
+                let Some(mut order) = ctx.get("orders", &e.order_id)? else {
+                    return Ok(());
+                };
+                order
+                    .add("item_count", e.quantity)
+                    .add("total_cents", e.quantity * e.price_cents)
+                    .add("events", 1);
+                return ctx.save(order);
+            }
+            "OrderConfirmed" => "confirmed",
+            "OrderCancelled" => "cancelled",
+            "OrderShipped" => "shipped",
+            _ => return Ok(()),
+        };
+        let e: OrderRef = event.json()?;
+        // Events for an order that was never created are ignored.
+        let Some(mut order) = ctx.get("orders", &e.order_id)? else {
+            return Ok(());
+        };
+        order.set("status", status).add("events", 1);
+        ctx.save(order)
+    }
+}
+
+register_projection!(OrderSummary);

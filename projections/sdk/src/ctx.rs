@@ -1,0 +1,399 @@
+//! The per-batch context: reads through an overlay of this batch's writes and
+//! coalesces them into one op per touched row.
+
+use std::collections::HashMap;
+
+use crate::bindings::projector::projection::{read_model, types as wit};
+use crate::value::IntoKey;
+use crate::{Error, Kind, Manifest, Result, Value};
+
+/// One declared table, as the SDK needs it at run time.
+pub(crate) struct TableInfo {
+    name: String,
+    columns: Vec<(String, Kind, bool)>,
+    by_name: HashMap<String, usize>,
+    primary_key: Vec<usize>,
+}
+
+/// The projection's tables, built once from its manifest.
+pub(crate) struct Schema {
+    tables: Vec<TableInfo>,
+}
+
+impl Schema {
+    pub(crate) fn new(manifest: &Manifest) -> Self {
+        let tables = manifest
+            .tables
+            .iter()
+            .map(|t| {
+                let by_name: HashMap<String, usize> = t
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (c.0.clone(), i))
+                    .collect();
+                // Unknown key columns are the host's to reject when it validates the manifest.
+                let primary_key = t.primary_key.iter().filter_map(|c| by_name.get(c).copied()).collect();
+                TableInfo {
+                    name: t.name.clone(),
+                    columns: t.columns.clone(),
+                    by_name,
+                    primary_key,
+                }
+            })
+            .collect();
+        Schema { tables }
+    }
+
+    fn table(&self, name: &str) -> Result<usize> {
+        self.tables
+            .iter()
+            .position(|t| t.name == name)
+            .ok_or_else(|| Error(format!("table `{name}` is not declared in the manifest")))
+    }
+}
+
+impl TableInfo {
+    fn column(&self, name: &str) -> Result<usize> {
+        self.by_name
+            .get(name)
+            .copied()
+            .ok_or_else(|| Error(format!("table `{}` has no column `{name}`", self.name)))
+    }
+
+    /// A row holding the key and every other column's default.
+    fn default_row(&self, key: &[Value]) -> Vec<Value> {
+        let mut row: Vec<Value> = self
+            .columns
+            .iter()
+            .map(|(_, kind, nullable)| match (kind, nullable) {
+                (_, true) => Value::Null,
+                (Kind::Integer, _) => Value::Integer(0),
+                (Kind::Real, _) => Value::Real(0.0),
+                (Kind::Text, _) => Value::Text(String::new()),
+                (Kind::Blob, _) => Value::Blob(Vec::new()),
+                (Kind::Json, _) => Value::Text("null".to_string()),
+            })
+            .collect();
+        for (k, &col) in key.iter().zip(&self.primary_key) {
+            row[col] = k.clone();
+        }
+        row
+    }
+
+    fn key_of(&self, row: &[Value]) -> Vec<Value> {
+        self.primary_key.iter().map(|&i| row[i].clone()).collect()
+    }
+}
+
+/// A row read from (or about to be written to) one of the projection's tables.
+#[derive(Debug, Clone)]
+pub struct Row {
+    table: usize,
+    columns: &'static [(String, Kind, bool)],
+    by_name: &'static HashMap<String, usize>,
+    values: Vec<Value>,
+}
+
+impl Row {
+    fn index(&self, column: &str) -> usize {
+        match self.by_name.get(column) {
+            Some(&i) => i,
+            // A misspelt column is a bug in the projection, not bad input: fail loudly.
+            None => panic!("no column `{column}` in this row's table"),
+        }
+    }
+
+    /// The value of `column`.
+    pub fn get(&self, column: &str) -> &Value {
+        &self.values[self.index(column)]
+    }
+
+    /// The integer in `column` (0 when NULL).
+    pub fn int(&self, column: &str) -> i64 {
+        self.get(column).as_i64()
+    }
+
+    /// The real in `column` (0.0 when NULL).
+    pub fn real(&self, column: &str) -> f64 {
+        self.get(column).as_f64()
+    }
+
+    /// The text in `column` ("" when NULL).
+    pub fn text(&self, column: &str) -> &str {
+        self.get(column).as_str()
+    }
+
+    /// Set `column` to `value`.
+    pub fn set(&mut self, column: &str, value: impl Into<Value>) -> &mut Self {
+        let i = self.index(column);
+        self.values[i] = value.into();
+        self
+    }
+
+    /// Add `delta` to the integer in `column`.
+    pub fn add(&mut self, column: &str, delta: i64) -> &mut Self {
+        let i = self.index(column);
+        self.values[i] = Value::Integer(self.values[i].as_i64().wrapping_add(delta));
+        self
+    }
+
+    /// The column values, in declared order.
+    pub fn values(&self) -> &[Value] {
+        &self.values
+    }
+
+    /// The declared column names, in order.
+    pub fn column_names(&self) -> impl Iterator<Item = &str> {
+        self.columns.iter().map(|c| c.0.as_str())
+    }
+}
+
+/// What this batch did to one row.
+enum State {
+    /// Read, not written: emits nothing.
+    Clean(Option<Vec<Value>>),
+    /// Whole row known: emits an upsert.
+    Row(Vec<Value>),
+    /// Deleted: emits a delete.
+    Deleted,
+    /// Only deltas known (never read): emits an increment.
+    Deltas(Vec<(usize, Value)>),
+}
+
+struct Entry {
+    table: usize,
+    key: Vec<Value>,
+    state: State,
+}
+
+/// The projection's view of its tables while it handles a batch.
+pub struct Ctx {
+    schema: &'static Schema,
+    /// Touched rows, in first-touch order so the emitted ops are deterministic.
+    entries: Vec<Entry>,
+    index: HashMap<Vec<u8>, usize>,
+    scratch: Vec<u8>,
+}
+
+impl Ctx {
+    pub(crate) fn new(schema: &'static Schema) -> Self {
+        Ctx {
+            schema,
+            entries: Vec::new(),
+            index: HashMap::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    fn info(&self, table: usize) -> &'static TableInfo {
+        &self.schema.tables[table]
+    }
+
+    fn check_key(&self, table: usize, key: &[Value]) -> Result<()> {
+        let info = self.info(table);
+        if key.len() != info.primary_key.len() {
+            return Err(Error(format!(
+                "table `{}` has a {}-column primary key, got {} values",
+                info.name,
+                info.primary_key.len(),
+                key.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The overlay slot for a row, created empty (absent) when first touched.
+    fn slot(&mut self, table: usize, key: &[Value]) -> (usize, bool) {
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&(table as u32).to_le_bytes());
+        for v in key {
+            v.encode_into(&mut self.scratch);
+        }
+        if let Some(&i) = self.index.get(&self.scratch) {
+            return (i, false);
+        }
+        let i = self.entries.len();
+        self.index.insert(self.scratch.clone(), i);
+        self.entries.push(Entry {
+            table,
+            key: key.to_vec(),
+            state: State::Deltas(Vec::new()),
+        });
+        (i, true)
+    }
+
+    fn row(&self, table: usize, values: Vec<Value>) -> Row {
+        let info = self.info(table);
+        Row {
+            table,
+            columns: &info.columns,
+            by_name: &info.by_name,
+            values,
+        }
+    }
+
+    /// Read a row by primary key: this batch's writes first, then the host's tables.
+    pub fn get(&mut self, table: &str, key: impl IntoKey) -> Result<Option<Row>> {
+        let t = self.schema.table(table)?;
+        let key = key.into_key().0;
+        self.check_key(t, &key)?;
+        let (i, fresh) = self.slot(t, &key);
+        let info = self.info(t);
+        let entry = &mut self.entries[i];
+        let current = match &mut entry.state {
+            State::Clean(row) => row.clone(),
+            State::Row(row) => Some(row.clone()),
+            State::Deleted => None,
+            State::Deltas(deltas) => {
+                let base = read_model::get(&info.name, &key);
+                if fresh {
+                    entry.state = State::Clean(base.clone());
+                    base
+                } else {
+                    // Deltas were recorded blind: resolve them against the stored row now.
+                    let mut row = base.unwrap_or_else(|| info.default_row(&key));
+                    for (col, by) in deltas.drain(..) {
+                        row[col] = add(&row[col], &by)?;
+                    }
+                    entry.state = State::Row(row.clone());
+                    Some(row)
+                }
+            }
+        };
+        Ok(current.map(|values| self.row(t, values)))
+    }
+
+    /// Insert or replace a whole row: one value per declared column, in order.
+    pub fn upsert(&mut self, table: &str, values: Vec<Value>) -> Result<()> {
+        let t = self.schema.table(table)?;
+        let info = self.info(t);
+        if values.len() != info.columns.len() {
+            return Err(Error(format!(
+                "table `{}` has {} columns, upsert gave {} values",
+                info.name,
+                info.columns.len(),
+                values.len()
+            )));
+        }
+        let key = info.key_of(&values);
+        let (i, _) = self.slot(t, &key);
+        self.entries[i].state = State::Row(values);
+        Ok(())
+    }
+
+    /// Write back a row obtained from [`Ctx::get`] (or built with [`Ctx::new_row`]).
+    pub fn save(&mut self, row: Row) -> Result<()> {
+        let name = &self.info(row.table).name;
+        self.upsert(name, row.values)
+    }
+
+    /// A row of `table` with this key and every other column at its default.
+    pub fn new_row(&self, table: &str, key: impl IntoKey) -> Result<Row> {
+        let t = self.schema.table(table)?;
+        let key = key.into_key().0;
+        self.check_key(t, &key)?;
+        Ok(self.row(t, self.info(t).default_row(&key)))
+    }
+
+    /// Delete a row by primary key.
+    pub fn delete(&mut self, table: &str, key: impl IntoKey) -> Result<()> {
+        let t = self.schema.table(table)?;
+        let key = key.into_key().0;
+        self.check_key(t, &key)?;
+        let (i, _) = self.slot(t, &key);
+        self.entries[i].state = State::Deleted;
+        Ok(())
+    }
+
+    /// Add to numeric columns of a row without reading it (created with defaults if missing).
+    pub fn increment(&mut self, table: &str, key: impl IntoKey, deltas: &[(&str, Value)]) -> Result<()> {
+        let t = self.schema.table(table)?;
+        let key = key.into_key().0;
+        self.check_key(t, &key)?;
+        let info = self.info(t);
+        let mut cols = Vec::with_capacity(deltas.len());
+        for (name, by) in deltas {
+            let col = info.column(name)?;
+            if info.primary_key.contains(&col) {
+                return Err(Error(format!("cannot increment key column `{name}` of `{}`", info.name)));
+            }
+            cols.push((col, by.clone()));
+        }
+        let (i, _) = self.slot(t, &key);
+        let entry = &mut self.entries[i];
+        match &mut entry.state {
+            State::Row(row) => apply(row, cols)?,
+            State::Clean(Some(row)) => {
+                let mut row = std::mem::take(row);
+                apply(&mut row, cols)?;
+                entry.state = State::Row(row);
+            }
+            State::Clean(None) | State::Deleted => {
+                let mut row = info.default_row(&key);
+                apply(&mut row, cols)?;
+                entry.state = State::Row(row);
+            }
+            State::Deltas(pending) => {
+                for (col, by) in cols {
+                    match pending.iter_mut().find(|(c, _)| *c == col) {
+                        Some((_, sum)) => *sum = add(sum, &by)?,
+                        None => pending.push((col, by)),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The coalesced ops of the batch: at most one per touched row.
+    pub(crate) fn into_ops(self) -> Vec<wit::Op> {
+        let schema = self.schema;
+        self.entries
+            .into_iter()
+            .filter_map(|e| {
+                let table = schema.tables[e.table].name.clone();
+                match e.state {
+                    State::Clean(_) => None,
+                    State::Row(row) => Some(wit::Op::Upsert(wit::RowOp { table, row })),
+                    State::Deleted => Some(wit::Op::Delete(wit::KeyOp { table, key: e.key })),
+                    State::Deltas(d) if d.is_empty() => None,
+                    State::Deltas(d) => Some(wit::Op::Increment(wit::AddOp {
+                        table,
+                        key: e.key,
+                        deltas: d
+                            .into_iter()
+                            .map(|(col, by)| wit::Delta {
+                                column: schema.tables[e.table].columns[col].0.clone(),
+                                by,
+                            })
+                            .collect(),
+                    })),
+                }
+            })
+            .collect()
+    }
+}
+
+fn apply(row: &mut [Value], deltas: Vec<(usize, Value)>) -> Result<()> {
+    for (col, by) in deltas {
+        row[col] = add(&row[col], &by)?;
+    }
+    Ok(())
+}
+
+/// Numeric addition with the host's semantics: NULL counts as zero, integers stay exact.
+fn add(a: &Value, b: &Value) -> Result<Value> {
+    Ok(match (a, b) {
+        (Value::Null, Value::Integer(y)) => Value::Integer(*y),
+        (Value::Null, Value::Real(y)) => Value::Real(*y),
+        (Value::Integer(x), Value::Integer(y)) => Value::Integer(
+            x.checked_add(*y)
+                .ok_or_else(|| Error(format!("integer overflow adding {y} to {x}")))?,
+        ),
+        (Value::Integer(_) | Value::Real(_), Value::Integer(_) | Value::Real(_)) => {
+            Value::Real(a.as_f64() + b.as_f64())
+        }
+        _ => return Err(Error("increment needs numeric values".to_string())),
+    })
+}

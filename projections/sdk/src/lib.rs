@@ -1,0 +1,181 @@
+//! Write Projector projections in Rust.
+//!
+//! Implement [`Projection`] for a type, call [`register_projection!`], and build the
+//! crate with `projector build <dir>`. The raw WIT bindings stay hidden.
+//!
+//! Inside one batch, [`Ctx`] keeps an overlay of everything the projection wrote:
+//! [`Ctx::get`] reads through it (event 7 of a batch sees what events 1–6 wrote),
+//! and each touched row leaves the module as one coalesced op.
+
+mod ctx;
+mod manifest;
+mod value;
+
+pub use ctx::{Ctx, Row};
+pub use manifest::{Manifest, Table};
+pub use value::{IntoKey, Key, Value};
+
+/// The kinds of column a table can declare.
+pub use bindings::projector::projection::types::ColumnKind as Kind;
+/// One recorded event, as the host delivers it.
+pub use bindings::projector::projection::types::Event;
+/// Log levels for [`log`].
+pub use bindings::projector::projection::types::Level;
+/// A global position in the event store.
+pub use bindings::projector::projection::types::Position;
+
+/// Everything an author needs, in one `use`.
+pub mod prelude {
+    pub use crate::{
+        Ctx, Error, Event, EventExt, IntoKey, Key, Kind, Level, Manifest, Projection, Result, Row, Table,
+        Value, log, register_projection,
+    };
+}
+
+/// The error a projection returns for an event it cannot handle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Error(pub String);
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<String> for Error {
+    fn from(s: String) -> Self {
+        Error(s)
+    }
+}
+
+impl From<&str> for Error {
+    fn from(s: &str) -> Self {
+        Error(s.to_string())
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error(format!("invalid event data: {e}"))
+    }
+}
+
+/// Result with the SDK's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A projection: what it owns ([`Projection::manifest`]) and how one event changes it.
+///
+/// Projections keep no state of their own between events: everything lives in their
+/// tables, so replays are deterministic and new code can be swapped in at any batch.
+pub trait Projection {
+    /// Name, version, interests and tables. Called once when the module loads.
+    fn manifest() -> Manifest;
+    /// Apply one event. Returning an error fails the whole batch (nothing of it commits).
+    fn handle(ctx: &mut Ctx, event: &Event) -> Result<()>;
+}
+
+/// Convenience methods on [`Event`].
+pub trait EventExt {
+    /// Deserialize the event's JSON data.
+    fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T>;
+}
+
+impl EventExt for Event {
+    fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_slice(&self.data).map_err(|e| {
+            Error(format!(
+                "invalid data in {} event {} on stream {}: {e}",
+                self.event_type, self.event_id, self.stream_id
+            ))
+        })
+    }
+}
+
+/// Log a line through the host (the host caps lines per batch).
+pub fn log(level: Level, message: &str) {
+    bindings::projector::projection::log::log(level, message);
+}
+
+/// Register the type implementing [`Projection`] as this module's export.
+#[macro_export]
+macro_rules! register_projection {
+    ($projection:ty) => {
+        #[doc(hidden)]
+        pub struct __ProjectorExport;
+
+        impl $crate::__private::Guest for __ProjectorExport {
+            fn manifest() -> $crate::__private::WitManifest {
+                $crate::__private::manifest::<$projection>()
+            }
+            fn handle(
+                batch: ::std::vec::Vec<$crate::Event>,
+            ) -> ::std::result::Result<
+                ::std::vec::Vec<$crate::__private::Op>,
+                $crate::__private::HandleError,
+            > {
+                $crate::__private::handle::<$projection>(batch)
+            }
+        }
+
+        $crate::__private::bindings::__export_projection!(__ProjectorExport);
+    };
+}
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit/v0.1",
+        world: "projector:projection/projection@0.1.0",
+        pub_export_macro: true,
+        export_macro_name: "__export_projection",
+        default_bindings_module: "projector_sdk::__private::bindings",
+    });
+}
+
+/// Glue used by [`register_projection!`]; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::bindings;
+    pub use crate::bindings::Guest;
+    pub use crate::bindings::projector::projection::types::{
+        HandleError, Manifest as WitManifest, Op,
+    };
+    use crate::{Ctx, Event, Projection, ctx::Schema};
+    use std::sync::OnceLock;
+
+    static SCHEMA: OnceLock<Schema> = OnceLock::new();
+
+    fn schema<P: Projection>() -> &'static Schema {
+        SCHEMA.get_or_init(|| Schema::new(&P::manifest()))
+    }
+
+    /// The manifest export.
+    pub fn manifest<P: Projection>() -> WitManifest {
+        P::manifest().into_wit()
+    }
+
+    /// The handle export: run every event through one overlay, return the coalesced ops.
+    pub fn handle<P: Projection>(batch: Vec<Event>) -> Result<Vec<Op>, HandleError> {
+        install_panic_hook();
+        let mut ctx = Ctx::new(schema::<P>());
+        for (index, event) in batch.iter().enumerate() {
+            if let Err(e) = P::handle(&mut ctx, event) {
+                return Err(HandleError {
+                    message: e.0,
+                    event_index: Some(index as u32),
+                });
+            }
+        }
+        Ok(ctx.into_ops())
+    }
+
+    /// A panic aborts the instance; log its message first so the host can name the cause.
+    fn install_panic_hook() {
+        static HOOK: OnceLock<()> = OnceLock::new();
+        HOOK.get_or_init(|| {
+            std::panic::set_hook(Box::new(|info| {
+                crate::log(crate::Level::Error, &format!("panic: {info}"));
+            }))
+        });
+    }
+}
