@@ -1,0 +1,18 @@
+//! Projector: a WebAssembly projection host for EventStoreDB / KurrentDB.
+//!
+//! Events flow `source` → `runner` (one per projection) → `runtime` (the Wasm
+//! module) → `store` (SQLite, ops and checkpoint in one transaction). `host`
+//! wires them together; `query` reads the results; `toolchain` builds guests.
+
+pub mod config;
+pub mod host;
+pub mod query;
+pub mod runner;
+pub mod runtime;
+pub mod schema;
+pub mod source;
+pub mod store;
+pub mod toolchain;
+
+pub use config::Config;
+pub use host::{RunOptions, RunSummary, run};

@@ -1,1 +1,96 @@
-fn main() {}
+//! The `projector` command line: a thin shell over the library.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+use projector::{Config, RunOptions, host, query, toolchain};
+
+#[derive(Parser)]
+#[command(name = "projector", version, about = "WebAssembly projections over an event store, into SQLite")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build a Rust guest crate into a projection component.
+    Build {
+        /// The guest crate's folder.
+        dir: PathBuf,
+        /// Where to write the component (default: target/projections/<crate>.wasm).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Run the projections of a config over its source.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+        /// Event source, overriding the config (an NDJSON file).
+        #[arg(long)]
+        source: Option<String>,
+        /// Data folder, overriding the config.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Exit once every projection has caught up with the end of the source.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Run one read-only SQL statement against a projection's serving tables (NDJSON out).
+    Query {
+        #[arg(long)]
+        data: PathBuf,
+        projection: String,
+        sql: String,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<std::process::ExitCode> {
+    match cli.command {
+        Command::Build { dir, output } => {
+            let out = toolchain::build(&dir, output.as_deref())?;
+            println!("{}", out.display());
+        }
+        Command::Run { config, source, data, once } => {
+            let mut config = Config::load(&config)?;
+            if let Some(s) = source {
+                config.source = s;
+            }
+            if let Some(d) = data {
+                config.data = d;
+            }
+            let shutdown = Arc::new(AtomicBool::new(false));
+            let flag = shutdown.clone();
+            ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)).context("installing the Ctrl-C handler")?;
+            let summary = host::run(&config, RunOptions { once, progress: true }, shutdown)?;
+            print!("{}", host::format_summary(&summary));
+            if !summary.ok() {
+                return Ok(std::process::ExitCode::from(2));
+            }
+        }
+        Command::Query { data, projection, sql } => {
+            let stdout = std::io::stdout();
+            query::query(&data, &projection, &sql, &mut stdout.lock())?;
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}

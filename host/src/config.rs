@@ -1,0 +1,79 @@
+//! The host's TOML configuration. Relative paths are relative to the config file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use serde::Deserialize;
+
+use crate::runtime::Limits;
+
+/// Everything `projector run` needs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// An NDJSON event file (the embedded default source).
+    pub source: String,
+    /// Folder for read models, checkpoints, the catalog and the compile cache.
+    pub data: PathBuf,
+    /// Folder of projection modules (`*.wasm`).
+    pub modules: PathBuf,
+    #[serde(default)]
+    pub batch: BatchSettings,
+    #[serde(default)]
+    pub limits: Limits,
+    /// Per-projection settings, by projection name.
+    #[serde(default)]
+    pub projections: BTreeMap<String, ProjectionSettings>,
+}
+
+/// How events are grouped into calls and transactions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchSettings {
+    /// Events per call into a module.
+    pub max_events: usize,
+    /// While catching up, commit after this many events...
+    pub commit_events: u64,
+    /// ...or after this long, whichever comes first. Live, every batch commits.
+    pub commit_interval_ms: u64,
+    /// How often a caught-up runner looks for new events.
+    pub poll_ms: u64,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        BatchSettings { max_events: 2000, commit_events: 200_000, commit_interval_ms: 1000, poll_ms: 50 }
+    }
+}
+
+/// What to do when a projection fails on a batch.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorPolicy {
+    /// Stop the projection, leave the batch uncommitted, record the reason.
+    #[default]
+    Stop,
+}
+
+/// Settings of one projection.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProjectionSettings {
+    pub error_policy: ErrorPolicy,
+}
+
+impl Config {
+    /// Read and parse a config file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+        let mut config: Config = toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.data = base.join(&config.data);
+        config.modules = base.join(&config.modules);
+        if !config.source.contains("://") {
+            config.source = base.join(&config.source).to_string_lossy().into_owned();
+        }
+        Ok(config)
+    }
+}

@@ -1,0 +1,231 @@
+//! The daemon: load the modules folder, start one runner thread per projection,
+//! show progress, wait, and summarize. `main` is a thin shell around [`run`].
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+
+use crate::config::Config;
+use crate::runner::{Runner, Stats};
+use crate::runtime::{Module, Runtime};
+
+/// How `run` should behave.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Stop once every projection has caught up with the end of the source.
+    pub once: bool,
+    /// Draw progress bars (when stderr is a terminal).
+    pub progress: bool,
+}
+
+/// How one projection's run ended.
+#[derive(Debug, Clone)]
+pub struct ProjectionReport {
+    pub name: String,
+    pub version: u32,
+    pub events_read: u64,
+    pub events_handled: u64,
+    pub ops_written: u64,
+    pub fuel_used: u64,
+    pub batches: u64,
+    /// None when it ran cleanly; the reason otherwise.
+    pub error: Option<String>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub projections: Vec<ProjectionReport>,
+    /// Modules that were refused, with the reason.
+    pub rejected: Vec<(PathBuf, String)>,
+    pub elapsed: Duration,
+}
+
+impl RunSummary {
+    /// Events read from the source by the projection that read the most.
+    pub fn source_events(&self) -> u64 {
+        self.projections.iter().map(|p| p.events_read).max().unwrap_or(0)
+    }
+
+    /// True when every module loaded and every projection ran without a fault.
+    pub fn ok(&self) -> bool {
+        self.rejected.is_empty() && self.projections.iter().all(|p| p.error.is_none())
+    }
+}
+
+/// Load every `*.wasm` in `dir`; refused modules are reported, never fatal to the rest.
+pub fn load_modules(runtime: &Runtime, dir: &Path) -> Result<(Vec<Arc<Module>>, Vec<(PathBuf, String)>)> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading modules folder {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+        .collect();
+    paths.sort();
+    let mut modules: Vec<Arc<Module>> = Vec::new();
+    let mut rejected = Vec::new();
+    for path in paths {
+        let loaded = std::fs::read(&path)
+            .with_context(|| format!("reading {}", path.display()))
+            .and_then(|bytes| runtime.load(&bytes));
+        match loaded {
+            Ok(m) if modules.iter().any(|x| x.schema().name == m.schema().name) => {
+                let reason = format!("another module already provides projection `{}`", m.schema().name);
+                tracing::error!(module = %path.display(), "rejected: {reason}");
+                rejected.push((path, reason));
+            }
+            Ok(m) => {
+                tracing::info!(module = %path.display(), projection = %m.schema().name, version = m.schema().version, "loaded");
+                modules.push(Arc::new(m));
+            }
+            Err(e) => {
+                let reason = format!("{e:#}");
+                tracing::error!(module = %path.display(), "rejected: {reason}");
+                rejected.push((path, reason));
+            }
+        }
+    }
+    Ok((modules, rejected))
+}
+
+/// Run every projection in the config's modules folder until done (`once`) or shutdown.
+pub fn run(config: &Config, options: RunOptions, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
+    let started = Instant::now();
+    std::fs::create_dir_all(&config.data).with_context(|| format!("creating data dir {}", config.data.display()))?;
+    let runtime = Runtime::new(config.limits.clone(), Some(config.data.join("cache")))?;
+    let (modules, rejected) = load_modules(&runtime, &config.modules)?;
+    if modules.is_empty() {
+        anyhow::bail!("no projection module could be loaded from {}", config.modules.display());
+    }
+
+    let mut handles = Vec::new();
+    for module in modules {
+        let stats = Arc::new(Stats::default());
+        let runner = Runner {
+            module: module.clone(),
+            data: config.data.clone(),
+            source: config.source.clone(),
+            batch: config.batch.clone(),
+            once: options.once,
+            shutdown: shutdown.clone(),
+            stats: stats.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("runner-{}", module.schema().name))
+            .spawn(move || runner.run())
+            .context("starting a runner thread")?;
+        handles.push((module, stats, handle));
+    }
+
+    let done = Arc::new(AtomicBool::new(false));
+    let all_stats: Vec<(String, Arc<Stats>)> = handles.iter().map(|(m, s, _)| (m.schema().name.clone(), s.clone())).collect();
+    let progress = {
+        let done = done.clone();
+        let bars = options.progress && std::io::stderr().is_terminal();
+        std::thread::spawn(move || show_progress(all_stats, done, bars))
+    };
+
+    let mut projections = Vec::new();
+    for (module, stats, handle) in handles {
+        let result = handle.join().unwrap_or_else(|_| Err(anyhow::anyhow!("runner thread panicked")));
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        projections.push(ProjectionReport {
+            name: module.schema().name.clone(),
+            version: module.schema().version,
+            events_read: load(&stats.events_read),
+            events_handled: load(&stats.events_handled),
+            ops_written: load(&stats.ops_written),
+            fuel_used: load(&stats.fuel_used),
+            batches: load(&stats.batches),
+            error: result.err().map(|e| format!("{e:#}")),
+        });
+    }
+    done.store(true, Ordering::Relaxed);
+    let _ = progress.join();
+    Ok(RunSummary { projections, rejected, elapsed: started.elapsed() })
+}
+
+/// Progress bars on a terminal; a log line every few seconds otherwise.
+fn show_progress(stats: Vec<(String, Arc<Stats>)>, done: Arc<AtomicBool>, bars: bool) {
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    if bars {
+        let multi = indicatif::MultiProgress::new();
+        let style = indicatif::ProgressStyle::with_template(
+            "{prefix:>16} [{bar:30}] {percent:>3}% {msg} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        let list: Vec<_> = stats
+            .iter()
+            .map(|(name, s)| {
+                let bar = multi.add(indicatif::ProgressBar::new(load(&s.progress_total).max(1)));
+                bar.set_style(style.clone());
+                bar.set_prefix(name.clone());
+                (bar, s.clone(), Instant::now())
+            })
+            .collect();
+        while !done.load(Ordering::Relaxed) {
+            for (bar, s, t0) in &list {
+                bar.set_length(load(&s.progress_total).max(1));
+                bar.set_position(load(&s.progress_done));
+                let rate = load(&s.events_read) as f64 / t0.elapsed().as_secs_f64().max(1e-3);
+                let state = if s.caught_up.load(Ordering::Relaxed) { "live" } else { "catching up" };
+                bar.set_message(format!("{} events, {:.0}/s, {state}", load(&s.events_read), rate));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for (bar, _, _) in &list {
+            bar.finish();
+        }
+    } else {
+        let mut last = Instant::now();
+        while !done.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+            if last.elapsed() >= Duration::from_secs(5) {
+                last = Instant::now();
+                for (name, s) in &stats {
+                    let (d, t) = (load(&s.progress_done), load(&s.progress_total).max(1));
+                    tracing::info!(projection = %name, events = load(&s.events_read), percent = d * 100 / t, "progress");
+                }
+            }
+        }
+    }
+}
+
+/// A printable summary: one line per projection, then the totals.
+pub fn format_summary(s: &RunSummary) -> String {
+    let secs = s.elapsed.as_secs_f64().max(1e-9);
+    let mut out = String::new();
+    let mut by_name = BTreeMap::new();
+    for p in &s.projections {
+        by_name.insert(&p.name, p);
+    }
+    for p in by_name.values() {
+        out.push_str(&format!(
+            "  {:<20} v{:<3} {:>10} events read {:>10} handled {:>10} ops  {}\n",
+            p.name,
+            p.version,
+            p.events_read,
+            p.events_handled,
+            p.ops_written,
+            p.error.as_deref().map_or("ok".to_string(), |e| format!("FAULTED: {e}")),
+        ));
+    }
+    for (path, reason) in &s.rejected {
+        out.push_str(&format!("  rejected {}: {reason}\n", path.display()));
+    }
+    let events = s.source_events();
+    let through: u64 = s.projections.iter().map(|p| p.events_read).sum();
+    out.push_str(&format!(
+        "processed {events} events through {} projections in {:.2} s: {:.0} events/s ({:.0} projection-events/s)\n",
+        s.projections.len(),
+        secs,
+        events as f64 / secs,
+        through as f64 / secs,
+    ));
+    out
+}

@@ -1,0 +1,186 @@
+//! One runner per projection: source → module → ops → SQLite, batch after batch.
+//!
+//! The path of an event: `source.read_batch` (filtered by the manifest's interests)
+//! → `module.handle` (one fresh instance per batch) → `db.apply_batch` (ops and
+//! checkpoint in one savepoint) → `db.commit` (every batch when live; every
+//! `commit_events` / `commit_interval_ms` while catching up).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+
+use crate::config::BatchSettings;
+use crate::runtime::wit::Level;
+use crate::runtime::{CallError, Module};
+use crate::source::{self, EventSource, Filter};
+use crate::store::{Catalog, Checkpoint, OpError, OpLimits, ProjectionDb};
+
+/// Live counters of one runner, read by the progress display and the summary.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub events_read: AtomicU64,
+    pub events_handled: AtomicU64,
+    pub ops_written: AtomicU64,
+    pub fuel_used: AtomicU64,
+    pub batches: AtomicU64,
+    pub progress_done: AtomicU64,
+    pub progress_total: AtomicU64,
+    pub caught_up: AtomicBool,
+}
+
+/// Why a projection stopped processing.
+#[derive(Debug, thiserror::Error)]
+pub enum Fault {
+    #[error("{0}")]
+    Module(#[from] CallError),
+    #[error("{0}")]
+    Ops(#[from] OpError),
+}
+
+/// A fault with where it happened.
+#[derive(Debug, thiserror::Error)]
+#[error("projection `{name}` v{version} faulted in the batch after position {after}: {fault}")]
+pub struct ProjectionFault {
+    pub name: String,
+    pub version: u32,
+    /// Commit position of the last committed event; the failed batch starts after it.
+    pub after: u64,
+    pub fault: Fault,
+}
+
+/// Everything a runner needs.
+pub struct Runner {
+    pub module: Arc<Module>,
+    pub data: PathBuf,
+    pub source: String,
+    pub batch: BatchSettings,
+    /// Exit when the end of the source is reached (instead of following it).
+    pub once: bool,
+    pub shutdown: Arc<AtomicBool>,
+    pub stats: Arc<Stats>,
+}
+
+impl Runner {
+    /// Run until the source ends (`once`), shutdown, or a fault.
+    pub fn run(self) -> Result<()> {
+        let schema = self.module.schema().clone();
+        let (name, version) = (schema.name.clone(), schema.version);
+        let catalog = Catalog::open(&self.data)?;
+        let db = ProjectionDb::open(&self.data, schema.clone())?;
+        let mut checkpoint = db.checkpoint()?.unwrap_or_default();
+        let resume = (checkpoint.position.commit > 0).then_some(checkpoint.position);
+        let mut source: Box<dyn EventSource> =
+            source::open(&self.source, resume, Filter::of(&schema), !self.once).with_context(|| format!("projection `{name}`"))?;
+        catalog.started(&name, version, &self.module.hash)?;
+        tracing::info!(projection = %name, version, from = checkpoint.position.commit, "started");
+        self.stats.events_read.store(checkpoint.events, Ordering::Relaxed);
+
+        let limits = self.module_limits();
+        let mut db = Some(db);
+        let mut events = Vec::with_capacity(self.batch.max_events);
+        let mut uncommitted = 0u64;
+        let mut last_commit = Instant::now();
+        let mut caught_up = false;
+        while !self.shutdown.load(Ordering::Relaxed) {
+            events.clear();
+            let read = source.read_batch(&mut events, self.batch.max_events).with_context(|| format!("projection `{name}`"))?;
+            let p = source.progress();
+            self.stats.progress_done.store(p.done, Ordering::Relaxed);
+            self.stats.progress_total.store(p.total, Ordering::Relaxed);
+            let Some(last) = read.last else {
+                let d = db.as_mut().expect("db is lent only during a call");
+                d.commit()?;
+                if !caught_up {
+                    caught_up = true;
+                    self.stats.caught_up.store(true, Ordering::Relaxed);
+                    catalog.set_state(&name, "caught-up", None)?;
+                    catalog.serve(&name, version)?;
+                    tracing::info!(projection = %name, position = checkpoint.position.commit, "caught up");
+                }
+                if self.once {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(self.batch.poll_ms));
+                continue;
+            };
+            let next = Checkpoint { position: last, events: checkpoint.events + read.read };
+            db.as_mut().expect("db is back").begin()?;
+            let outcome = self.process(&mut db, &events, next, limits);
+            let d = db.as_mut().expect("db is back");
+            match outcome {
+                Ok(ops) => {
+                    checkpoint = next;
+                    uncommitted += read.read;
+                    self.stats.events_read.fetch_add(read.read, Ordering::Relaxed);
+                    self.stats.events_handled.fetch_add(events.len() as u64, Ordering::Relaxed);
+                    self.stats.ops_written.fetch_add(ops as u64, Ordering::Relaxed);
+                    self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(fault) => {
+                    // Earlier batches of this transaction are good: keep them.
+                    d.commit()?;
+                    let fault = ProjectionFault { name: name.clone(), version, after: checkpoint.position.commit, fault };
+                    let reason = fault.to_string();
+                    catalog.set_state(&name, "faulted", Some(&reason))?;
+                    tracing::error!(projection = %name, "{reason}");
+                    return Err(fault.into());
+                }
+            }
+            let live = read.at_end || caught_up;
+            if live
+                || uncommitted >= self.batch.commit_events
+                || last_commit.elapsed() >= Duration::from_millis(self.batch.commit_interval_ms)
+            {
+                d.commit()?;
+                uncommitted = 0;
+                last_commit = Instant::now();
+            }
+        }
+        db.as_mut().expect("db is back").commit()?;
+        if !self.once {
+            catalog.set_state(&name, "stopped", None)?;
+        }
+        tracing::info!(projection = %name, position = checkpoint.position.commit, "stopped");
+        Ok(())
+    }
+
+    fn module_limits(&self) -> OpLimits {
+        let l = self.module.limits();
+        OpLimits { max_ops: l.max_ops_per_batch, max_value_bytes: l.max_value_bytes }
+    }
+
+    /// Call the module on one batch and apply its ops with the checkpoint.
+    fn process(
+        &self,
+        db: &mut Option<ProjectionDb>,
+        events: &[crate::runtime::wit::Event],
+        next: Checkpoint,
+        limits: OpLimits,
+    ) -> Result<usize, Fault> {
+        let ops = if events.is_empty() {
+            Vec::new()
+        } else {
+            let (stats, result) = self.module.handle(db, events);
+            self.stats.fuel_used.fetch_add(stats.fuel_used, Ordering::Relaxed);
+            let name = &self.module.schema().name;
+            for (level, msg) in &stats.logs {
+                match level {
+                    Level::Error => tracing::error!(projection = %name, "{msg}"),
+                    Level::Warn => tracing::warn!(projection = %name, "{msg}"),
+                    Level::Info => tracing::info!(projection = %name, "{msg}"),
+                    Level::Debug => tracing::debug!(projection = %name, "{msg}"),
+                    Level::Trace => tracing::trace!(projection = %name, "{msg}"),
+                }
+            }
+            if stats.dropped_logs > 0 {
+                tracing::warn!(projection = %name, dropped = stats.dropped_logs, "log lines over the per-batch cap were dropped");
+            }
+            result?
+        };
+        let db = db.as_mut().expect("the module returns the db after the call");
+        Ok(db.apply_batch(&ops, next, limits)?)
+    }
+}

@@ -1,0 +1,75 @@
+//! Event sources: where a runner's events come from.
+//!
+//! Each runner opens its own source at its own checkpoint, so projections progress
+//! independently. Sources apply the projection's interests before an event is built,
+//! so filtered events cost no allocation and never cross into Wasm.
+
+pub mod ndjson;
+
+use anyhow::Result;
+
+use crate::runtime::wit::{Event, Position};
+use crate::schema::Schema;
+
+/// What one read produced.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ReadBatch {
+    /// Position of the last event read (delivered or filtered out); None if nothing new.
+    pub last: Option<Position>,
+    /// Events read from the source, matched or not.
+    pub read: u64,
+    /// True when the read stopped at the current end of the source.
+    pub at_end: bool,
+}
+
+/// How far a source has got, for progress display.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Progress {
+    pub done: u64,
+    pub total: u64,
+}
+
+/// A stream of events in global order.
+pub trait EventSource: Send {
+    /// Append up to `max` matching events to `out`.
+    fn read_batch(&mut self, out: &mut Vec<Event>, max: usize) -> Result<ReadBatch>;
+    /// Bytes (or positions) done out of the known total.
+    fn progress(&self) -> Progress;
+}
+
+/// A projection's interests, as a predicate on (stream, event type).
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    event_types: Vec<String>,
+    stream_prefixes: Vec<String>,
+}
+
+impl Filter {
+    /// The filter of a projection's manifest.
+    pub fn of(schema: &Schema) -> Filter {
+        Filter { event_types: schema.event_types.clone(), stream_prefixes: schema.stream_prefixes.clone() }
+    }
+
+    /// Does the projection want this event? System events (`$…`) only when named.
+    pub fn matches(&self, stream: &str, event_type: &str) -> bool {
+        let type_ok = if self.event_types.is_empty() {
+            !event_type.starts_with('$')
+        } else {
+            self.event_types.iter().any(|t| t == event_type)
+        };
+        let stream_ok = if self.stream_prefixes.is_empty() {
+            !stream.starts_with('$')
+        } else {
+            self.stream_prefixes.iter().any(|p| stream.starts_with(p.as_str()))
+        };
+        type_ok && stream_ok
+    }
+}
+
+/// Open the source named by `spec` (a file path), after `from`.
+pub fn open(spec: &str, from: Option<Position>, filter: Filter, follow: bool) -> Result<Box<dyn EventSource>> {
+    if spec.starts_with("esdb://") || spec.starts_with("kurrentdb://") || spec.contains("+discover://") {
+        anyhow::bail!("EventStoreDB sources are not available in this build yet: {spec}");
+    }
+    Ok(Box::new(ndjson::NdjsonSource::open(spec.as_ref(), from, filter, follow)?))
+}

@@ -1,0 +1,232 @@
+//! The embedded default source: a file of recorded events, one JSON object per line.
+//!
+//! Required: `stream`, `type`, `data` (any JSON). Optional: `id`, `metadata` (any
+//! JSON), `created` (ms since the epoch, or RFC 3339), `revision`. The global position
+//! of an event is its line number (1-based; blank lines count but carry no event).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{EventSource, Filter, Progress, ReadBatch};
+use crate::runtime::wit::{Event, Position};
+
+/// A line that is not a valid event.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}: malformed event: {reason}")]
+pub struct MalformedLine {
+    pub file: PathBuf,
+    pub line: u64,
+    pub reason: String,
+}
+
+#[derive(Deserialize)]
+struct Line<'a> {
+    #[serde(borrow)]
+    stream: Cow<'a, str>,
+    #[serde(rename = "type", borrow)]
+    event_type: Cow<'a, str>,
+    #[serde(borrow)]
+    data: &'a RawValue,
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    metadata: Option<&'a RawValue>,
+    #[serde(default)]
+    created: Option<Created>,
+    #[serde(default)]
+    revision: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Created {
+    Millis(u64),
+    Text(String),
+}
+
+/// Only what skipping needs: the stream and revision (to keep revisions counting).
+#[derive(Deserialize)]
+struct SkipLine<'a> {
+    #[serde(borrow)]
+    stream: Cow<'a, str>,
+    #[serde(default)]
+    revision: Option<u64>,
+}
+
+/// Reads an NDJSON event file from a position, optionally following it as it grows.
+pub struct NdjsonSource {
+    path: PathBuf,
+    reader: BufReader<File>,
+    filter: Filter,
+    follow: bool,
+    /// Bytes of a line read so far (a line is only used once its newline arrives).
+    line: Vec<u8>,
+    line_no: u64,
+    offset: u64,
+    len: u64,
+    /// Next revision per stream, for lines that carry none.
+    revisions: HashMap<String, u64>,
+}
+
+impl NdjsonSource {
+    /// Open `path`, positioned after line `from.commit` (the checkpoint).
+    pub fn open(path: &Path, from: Option<Position>, filter: Filter, follow: bool) -> Result<NdjsonSource> {
+        let file = File::open(path).with_context(|| format!("opening event file {}", path.display()))?;
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut src = NdjsonSource {
+            path: path.to_path_buf(),
+            reader: BufReader::with_capacity(1 << 20, file),
+            filter,
+            follow,
+            line: Vec::with_capacity(4096),
+            line_no: 0,
+            offset: 0,
+            len,
+            revisions: HashMap::new(),
+        };
+        if let Some(from) = from {
+            src.skip_to(from.commit)?;
+        }
+        Ok(src)
+    }
+
+    fn malformed(&self, reason: impl ToString) -> anyhow::Error {
+        MalformedLine { file: self.path.clone(), line: self.line_no, reason: reason.to_string() }.into()
+    }
+
+    /// Read the next complete line into `self.line`; false at the current end of file.
+    fn next_line(&mut self) -> Result<bool> {
+        loop {
+            if self.line.last() == Some(&b'\n') {
+                self.line.clear();
+            }
+            let n = self.reader.read_until(b'\n', &mut self.line).with_context(|| format!("reading {}", self.path.display()))?;
+            self.offset += n as u64;
+            let complete = self.line.last() == Some(&b'\n') || (!self.follow && n == 0 && !self.line.is_empty());
+            if !complete {
+                // End of file: a partial last line waits for its newline when following.
+                return Ok(false);
+            }
+            self.line_no += 1;
+            if self.line.iter().all(u8::is_ascii_whitespace) {
+                self.line.clear();
+                continue;
+            }
+            if self.line.last() != Some(&b'\n') {
+                self.line.push(b'\n'); // the final line of a finished file
+            }
+            return Ok(true);
+        }
+    }
+
+    fn skip_to(&mut self, line: u64) -> Result<()> {
+        while self.line_no < line {
+            if !self.next_line()? {
+                anyhow::bail!(
+                    "{}: the checkpoint is at line {line} but the file has only {} lines; was it replaced?",
+                    self.path.display(),
+                    self.line_no
+                );
+            }
+            let line = std::mem::take(&mut self.line);
+            let result = match serde_json::from_slice::<SkipLine>(&line) {
+                Ok(l) => {
+                    self.next_revision(&l.stream, l.revision);
+                    Ok(())
+                }
+                Err(e) => Err(self.malformed(e)),
+            };
+            self.line = line;
+            result?;
+        }
+        Ok(())
+    }
+
+    fn next_revision(&mut self, stream: &str, given: Option<u64>) -> u64 {
+        let next = match self.revisions.get_mut(stream) {
+            Some(n) => n,
+            None => self.revisions.entry(stream.to_string()).or_insert(0),
+        };
+        let rev = given.unwrap_or(*next);
+        *next = rev + 1;
+        rev
+    }
+}
+
+impl EventSource for NdjsonSource {
+    fn read_batch(&mut self, out: &mut Vec<Event>, max: usize) -> Result<ReadBatch> {
+        let mut batch = ReadBatch::default();
+        // Bound the lines read per batch too, so a projection that ignores most events
+        // still commits its checkpoint regularly.
+        let max_read = (max as u64).saturating_mul(8).max(1);
+        while out.len() < max && batch.read < max_read {
+            if !self.next_line()? {
+                batch.at_end = true;
+                break;
+            }
+            let line = std::mem::take(&mut self.line);
+            let parsed = serde_json::from_slice::<Line>(&line);
+            let result = match parsed {
+                Ok(l) => self.event(l, out),
+                Err(e) => Err(self.malformed(e)),
+            };
+            self.line = line;
+            result?;
+            batch.read += 1;
+            batch.last = Some(Position { commit: self.line_no, prepare: self.line_no });
+        }
+        if batch.at_end {
+            self.len = self.reader.get_ref().metadata().map(|m| m.len()).unwrap_or(self.len);
+        }
+        Ok(batch)
+    }
+
+    fn progress(&self) -> Progress {
+        Progress { done: self.offset, total: self.len.max(self.offset) }
+    }
+}
+
+impl NdjsonSource {
+    fn event(&mut self, l: Line<'_>, out: &mut Vec<Event>) -> Result<()> {
+        if l.stream.is_empty() {
+            return Err(self.malformed("`stream` is empty"));
+        }
+        if l.event_type.is_empty() {
+            return Err(self.malformed("`type` is empty"));
+        }
+        let revision = self.next_revision(&l.stream, l.revision);
+        if !self.filter.matches(&l.stream, &l.event_type) {
+            return Ok(());
+        }
+        let created_ms = match l.created {
+            None => 0,
+            Some(Created::Millis(ms)) => ms,
+            Some(Created::Text(t)) => humantime::parse_rfc3339_weak(&t)
+                .map_err(|e| self.malformed(format!("`created` {t:?} is not RFC 3339: {e}")))?
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+        };
+        let line = self.line_no;
+        out.push(Event {
+            stream_id: l.stream.into_owned(),
+            event_type: l.event_type.into_owned(),
+            // Deterministic when absent: derived from the position.
+            event_id: l.id.map_or_else(|| format!("00000000-0000-4000-8000-{line:012x}"), Cow::into_owned),
+            revision,
+            position: Position { commit: line, prepare: line },
+            created_ms,
+            content_type: "application/json".to_string(),
+            data: l.data.get().as_bytes().to_vec(),
+            metadata: l.metadata.map(|m| m.get().as_bytes().to_vec()).unwrap_or_default(),
+        });
+        Ok(())
+    }
+}
