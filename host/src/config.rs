@@ -43,7 +43,12 @@ pub struct BatchSettings {
 
 impl Default for BatchSettings {
     fn default() -> Self {
-        BatchSettings { max_events: 2000, commit_events: 200_000, commit_interval_ms: 1000, poll_ms: 50 }
+        BatchSettings {
+            max_events: 2000,
+            commit_events: 200_000,
+            commit_interval_ms: 1000,
+            poll_ms: 50,
+        }
     }
 }
 
@@ -66,8 +71,10 @@ pub struct ProjectionSettings {
 impl Config {
     /// Read and parse a config file.
     pub fn load(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
-        let mut config: Config = toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        let mut config: Config =
+            toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.data = base.join(&config.data);
         config.modules = base.join(&config.modules);

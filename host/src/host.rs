@@ -49,7 +49,11 @@ pub struct RunSummary {
 impl RunSummary {
     /// Events read from the source by the projection that read the most.
     pub fn source_events(&self) -> u64 {
-        self.projections.iter().map(|p| p.events_read).max().unwrap_or(0)
+        self.projections
+            .iter()
+            .map(|p| p.events_read)
+            .max()
+            .unwrap_or(0)
     }
 
     /// True when every module loaded and every projection ran without a fault.
@@ -59,7 +63,10 @@ impl RunSummary {
 }
 
 /// Load every `*.wasm` in `dir`; refused modules are reported, never fatal to the rest.
-pub fn load_modules(runtime: &Runtime, dir: &Path) -> Result<(Vec<Arc<Module>>, Vec<(PathBuf, String)>)> {
+pub fn load_modules(
+    runtime: &Runtime,
+    dir: &Path,
+) -> Result<(Vec<Arc<Module>>, Vec<(PathBuf, String)>)> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading modules folder {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -74,7 +81,10 @@ pub fn load_modules(runtime: &Runtime, dir: &Path) -> Result<(Vec<Arc<Module>>, 
             .and_then(|bytes| runtime.load(&bytes));
         match loaded {
             Ok(m) if modules.iter().any(|x| x.schema().name == m.schema().name) => {
-                let reason = format!("another module already provides projection `{}`", m.schema().name);
+                let reason = format!(
+                    "another module already provides projection `{}`",
+                    m.schema().name
+                );
                 tracing::error!(module = %path.display(), "rejected: {reason}");
                 rejected.push((path, reason));
             }
@@ -95,11 +105,15 @@ pub fn load_modules(runtime: &Runtime, dir: &Path) -> Result<(Vec<Arc<Module>>, 
 /// Run every projection in the config's modules folder until done (`once`) or shutdown.
 pub fn run(config: &Config, options: RunOptions, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
     let started = Instant::now();
-    std::fs::create_dir_all(&config.data).with_context(|| format!("creating data dir {}", config.data.display()))?;
+    std::fs::create_dir_all(&config.data)
+        .with_context(|| format!("creating data dir {}", config.data.display()))?;
     let runtime = Runtime::new(config.limits.clone(), Some(config.data.join("cache")))?;
     let (modules, rejected) = load_modules(&runtime, &config.modules)?;
     if modules.is_empty() {
-        anyhow::bail!("no projection module could be loaded from {}", config.modules.display());
+        anyhow::bail!(
+            "no projection module could be loaded from {}",
+            config.modules.display()
+        );
     }
 
     let mut handles = Vec::new();
@@ -122,7 +136,10 @@ pub fn run(config: &Config, options: RunOptions, shutdown: Arc<AtomicBool>) -> R
     }
 
     let done = Arc::new(AtomicBool::new(false));
-    let all_stats: Vec<(String, Arc<Stats>)> = handles.iter().map(|(m, s, _)| (m.schema().name.clone(), s.clone())).collect();
+    let all_stats: Vec<(String, Arc<Stats>)> = handles
+        .iter()
+        .map(|(m, s, _)| (m.schema().name.clone(), s.clone()))
+        .collect();
     let progress = {
         let done = done.clone();
         let bars = options.progress && std::io::stderr().is_terminal();
@@ -131,7 +148,9 @@ pub fn run(config: &Config, options: RunOptions, shutdown: Arc<AtomicBool>) -> R
 
     let mut projections = Vec::new();
     for (module, stats, handle) in handles {
-        let result = handle.join().unwrap_or_else(|_| Err(anyhow::anyhow!("runner thread panicked")));
+        let result = handle
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("runner thread panicked")));
         let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         projections.push(ProjectionReport {
             name: module.schema().name.clone(),
@@ -146,7 +165,11 @@ pub fn run(config: &Config, options: RunOptions, shutdown: Arc<AtomicBool>) -> R
     }
     done.store(true, Ordering::Relaxed);
     let _ = progress.join();
-    Ok(RunSummary { projections, rejected, elapsed: started.elapsed() })
+    Ok(RunSummary {
+        projections,
+        rejected,
+        elapsed: started.elapsed(),
+    })
 }
 
 /// Progress bars on a terminal; a log line every few seconds otherwise.
@@ -173,8 +196,16 @@ fn show_progress(stats: Vec<(String, Arc<Stats>)>, done: Arc<AtomicBool>, bars: 
                 bar.set_length(load(&s.progress_total).max(1));
                 bar.set_position(load(&s.progress_done));
                 let rate = load(&s.events_read) as f64 / t0.elapsed().as_secs_f64().max(1e-3);
-                let state = if s.caught_up.load(Ordering::Relaxed) { "live" } else { "catching up" };
-                bar.set_message(format!("{} events, {:.0}/s, {state}", load(&s.events_read), rate));
+                let state = if s.caught_up.load(Ordering::Relaxed) {
+                    "live"
+                } else {
+                    "catching up"
+                };
+                bar.set_message(format!(
+                    "{} events, {:.0}/s, {state}",
+                    load(&s.events_read),
+                    rate
+                ));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -212,7 +243,9 @@ pub fn format_summary(s: &RunSummary) -> String {
             p.events_read,
             p.events_handled,
             p.ops_written,
-            p.error.as_deref().map_or("ok".to_string(), |e| format!("FAULTED: {e}")),
+            p.error
+                .as_deref()
+                .map_or("ok".to_string(), |e| format!("FAULTED: {e}")),
         ));
     }
     for (path, reason) in &s.rejected {

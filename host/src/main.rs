@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use projector::{Config, RunOptions, host, query, toolchain};
 
 #[derive(Parser)]
-#[command(name = "projector", version, about = "WebAssembly projections over an event store, into SQLite")]
+#[command(
+    name = "projector",
+    version,
+    about = "WebAssembly projections over an event store, into SQLite"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -51,7 +55,8 @@ enum Command {
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,wasmtime=warn,cranelift=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -70,7 +75,12 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             let out = toolchain::build(&dir, output.as_deref())?;
             println!("{}", out.display());
         }
-        Command::Run { config, source, data, once } => {
+        Command::Run {
+            config,
+            source,
+            data,
+            once,
+        } => {
             let mut config = Config::load(&config)?;
             if let Some(s) = source {
                 config.source = s;
@@ -80,14 +90,26 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             }
             let shutdown = Arc::new(AtomicBool::new(false));
             let flag = shutdown.clone();
-            ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed)).context("installing the Ctrl-C handler")?;
-            let summary = host::run(&config, RunOptions { once, progress: true }, shutdown)?;
+            ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
+                .context("installing the Ctrl-C handler")?;
+            let summary = host::run(
+                &config,
+                RunOptions {
+                    once,
+                    progress: true,
+                },
+                shutdown,
+            )?;
             print!("{}", host::format_summary(&summary));
             if !summary.ok() {
                 return Ok(std::process::ExitCode::from(2));
             }
         }
-        Command::Query { data, projection, sql } => {
+        Command::Query {
+            data,
+            projection,
+            sql,
+        } => {
             let stdout = std::io::stdout();
             query::query(&data, &projection, &sql, &mut stdout.lock())?;
         }

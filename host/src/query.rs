@@ -21,17 +21,36 @@ pub fn query(data: &Path, projection: &str, sql: &str, out: &mut impl Write) -> 
         .serving_version
         .with_context(|| format!("projection `{projection}` has no serving version yet"))?;
     let path = version_path(data, projection, version);
-    let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .with_context(|| format!("opening {}", path.display()))?;
+    let conn = Connection::open_with_flags(
+        &path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("opening {}", path.display()))?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     // ATTACH counts as read-only to SQLite: forbid it, so a query sees this projection only.
     conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
     conn.execute_batch("PRAGMA query_only = 1")?;
-    let mut stmt = conn.prepare(sql).with_context(|| format!("in query {sql:?}"))?;
+    // Only queries: PRAGMA and the like count as "read-only" to SQLite but are not.
+    let first = sql
+        .trim_start()
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("")
+        .to_ascii_uppercase();
+    if !["SELECT", "WITH", "VALUES", "EXPLAIN"].contains(&first.as_str()) {
+        anyhow::bail!("only read-only statements (SELECT …) are allowed: {sql:?}");
+    }
+    let mut stmt = conn
+        .prepare(sql)
+        .with_context(|| format!("in query {sql:?}"))?;
     if !stmt.readonly() {
         anyhow::bail!("only read-only statements (SELECT …) are allowed: {sql:?}");
     }
-    let names: Vec<String> = stmt.column_names().iter().map(|n| serde_json::to_string(n).unwrap_or_default()).collect();
+    let names: Vec<String> = stmt
+        .column_names()
+        .iter()
+        .map(|n| serde_json::to_string(n).unwrap_or_default())
+        .collect();
     let mut rows = stmt.query([])?;
     let mut count = 0;
     let mut line = String::new();
@@ -47,8 +66,12 @@ pub fn query(data: &Path, projection: &str, sql: &str, out: &mut impl Write) -> 
             match row.get_ref(i)? {
                 ValueRef::Null => line.push_str("null"),
                 ValueRef::Integer(v) => line.push_str(&v.to_string()),
-                ValueRef::Real(v) => line.push_str(&serde_json::Number::from_f64(v).map_or("null".into(), |n| n.to_string())),
-                ValueRef::Text(t) => line.push_str(&serde_json::to_string(&String::from_utf8_lossy(t))?),
+                ValueRef::Real(v) => line.push_str(
+                    &serde_json::Number::from_f64(v).map_or("null".into(), |n| n.to_string()),
+                ),
+                ValueRef::Text(t) => {
+                    line.push_str(&serde_json::to_string(&String::from_utf8_lossy(t))?)
+                }
                 ValueRef::Blob(b) => line.push_str(&serde_json::to_string(&hex::encode(b))?),
             }
         }

@@ -73,10 +73,13 @@ impl Runner {
         let mut checkpoint = db.checkpoint()?.unwrap_or_default();
         let resume = (checkpoint.position.commit > 0).then_some(checkpoint.position);
         let mut source: Box<dyn EventSource> =
-            source::open(&self.source, resume, Filter::of(&schema), !self.once).with_context(|| format!("projection `{name}`"))?;
+            source::open(&self.source, resume, Filter::of(&schema), !self.once)
+                .with_context(|| format!("projection `{name}`"))?;
         catalog.started(&name, version, &self.module.hash)?;
         tracing::info!(projection = %name, version, from = checkpoint.position.commit, "started");
-        self.stats.events_read.store(checkpoint.events, Ordering::Relaxed);
+        self.stats
+            .events_read
+            .store(checkpoint.events, Ordering::Relaxed);
 
         let limits = self.module_limits();
         let mut db = Some(db);
@@ -86,7 +89,20 @@ impl Runner {
         let mut caught_up = false;
         while !self.shutdown.load(Ordering::Relaxed) {
             events.clear();
-            let read = source.read_batch(&mut events, self.batch.max_events).with_context(|| format!("projection `{name}`"))?;
+            let read = match source.read_batch(&mut events, self.batch.max_events) {
+                Ok(read) => read,
+                Err(e) => {
+                    // Bad input stops this projection; what was applied before it stays.
+                    db.as_mut().expect("db is back").commit()?;
+                    let reason = format!(
+                        "projection `{name}` stopped at position {}: {e:#}",
+                        checkpoint.position.commit
+                    );
+                    catalog.set_state(&name, "faulted", Some(&reason))?;
+                    tracing::error!(projection = %name, "{reason}");
+                    return Err(e.context(format!("projection `{name}`")));
+                }
+            };
             let p = source.progress();
             self.stats.progress_done.store(p.done, Ordering::Relaxed);
             self.stats.progress_total.store(p.total, Ordering::Relaxed);
@@ -106,7 +122,10 @@ impl Runner {
                 std::thread::sleep(Duration::from_millis(self.batch.poll_ms));
                 continue;
             };
-            let next = Checkpoint { position: last, events: checkpoint.events + read.read };
+            let next = Checkpoint {
+                position: last,
+                events: checkpoint.events + read.read,
+            };
             db.as_mut().expect("db is back").begin()?;
             let outcome = self.process(&mut db, &events, next, limits);
             let d = db.as_mut().expect("db is back");
@@ -114,15 +133,26 @@ impl Runner {
                 Ok(ops) => {
                     checkpoint = next;
                     uncommitted += read.read;
-                    self.stats.events_read.fetch_add(read.read, Ordering::Relaxed);
-                    self.stats.events_handled.fetch_add(events.len() as u64, Ordering::Relaxed);
-                    self.stats.ops_written.fetch_add(ops as u64, Ordering::Relaxed);
+                    self.stats
+                        .events_read
+                        .fetch_add(read.read, Ordering::Relaxed);
+                    self.stats
+                        .events_handled
+                        .fetch_add(events.len() as u64, Ordering::Relaxed);
+                    self.stats
+                        .ops_written
+                        .fetch_add(ops as u64, Ordering::Relaxed);
                     self.stats.batches.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(fault) => {
                     // Earlier batches of this transaction are good: keep them.
                     d.commit()?;
-                    let fault = ProjectionFault { name: name.clone(), version, after: checkpoint.position.commit, fault };
+                    let fault = ProjectionFault {
+                        name: name.clone(),
+                        version,
+                        after: checkpoint.position.commit,
+                        fault,
+                    };
                     let reason = fault.to_string();
                     catalog.set_state(&name, "faulted", Some(&reason))?;
                     tracing::error!(projection = %name, "{reason}");
@@ -149,7 +179,10 @@ impl Runner {
 
     fn module_limits(&self) -> OpLimits {
         let l = self.module.limits();
-        OpLimits { max_ops: l.max_ops_per_batch, max_value_bytes: l.max_value_bytes }
+        OpLimits {
+            max_ops: l.max_ops_per_batch,
+            max_value_bytes: l.max_value_bytes,
+        }
     }
 
     /// Call the module on one batch and apply its ops with the checkpoint.
@@ -164,7 +197,9 @@ impl Runner {
             Vec::new()
         } else {
             let (stats, result) = self.module.handle(db, events);
-            self.stats.fuel_used.fetch_add(stats.fuel_used, Ordering::Relaxed);
+            self.stats
+                .fuel_used
+                .fetch_add(stats.fuel_used, Ordering::Relaxed);
             let name = &self.module.schema().name;
             for (level, msg) in &stats.logs {
                 match level {
@@ -180,7 +215,9 @@ impl Runner {
             }
             result?
         };
-        let db = db.as_mut().expect("the module returns the db after the call");
+        let db = db
+            .as_mut()
+            .expect("the module returns the db after the call");
         Ok(db.apply_batch(&ops, next, limits)?)
     }
 }

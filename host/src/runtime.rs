@@ -93,11 +93,11 @@ impl wit::Host for HostState {}
 
 impl bindings::projector::projection::read_model::Host for HostState {
     fn get(&mut self, table: String, key: Vec<Value>) -> wasmtime::Result<Option<Vec<Value>>> {
-        let db = self
-            .db
-            .as_mut()
-            .ok_or_else(|| wasmtime::Error::msg("read-model `get` is not available while loading the manifest"))?;
-        db.get(&table, &key).map_err(|e| wasmtime::Error::msg(e.to_string()))
+        let db = self.db.as_mut().ok_or_else(|| {
+            wasmtime::Error::msg("read-model `get` is not available while loading the manifest")
+        })?;
+        db.get(&table, &key)
+            .map_err(|e| wasmtime::Error::msg(e.to_string()))
     }
 }
 
@@ -133,7 +133,8 @@ impl Runtime {
             .epoch_interruption(true)
             .cranelift_nan_canonicalization(true)
             .relaxed_simd_deterministic(true);
-        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("creating the wasm engine: {e}"))?;
+        let engine =
+            Engine::new(&config).map_err(|e| anyhow::anyhow!("creating the wasm engine: {e}"))?;
         let mut linker = Linker::new(&engine);
         Projection::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| anyhow::anyhow!("linking host imports: {e}"))?;
@@ -149,9 +150,16 @@ impl Runtime {
             })
             .context("starting the epoch ticker")?;
         if let Some(dir) = &cache_dir {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating cache dir {}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating cache dir {}", dir.display()))?;
         }
-        Ok(Runtime { engine, linker, limits, cache_dir, ticker_stop })
+        Ok(Runtime {
+            engine,
+            linker,
+            limits,
+            cache_dir,
+            ticker_stop,
+        })
     }
 
     /// The limits every module runs under.
@@ -163,12 +171,14 @@ impl Runtime {
     pub fn load(&self, wasm: &[u8]) -> Result<Module> {
         let hash = hex::encode(Sha256::digest(wasm));
         let component = self.compile_cached(wasm, &hash)?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| anyhow::anyhow!("the component does not fit the projector:projection@0.1.0 world: {e:#}"))?;
-        let pre = ProjectionPre::new(pre)
-            .map_err(|e| anyhow::anyhow!("the component does not export the projection world: {e:#}"))?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            anyhow::anyhow!(
+                "the component does not fit the projector:projection@0.1.0 world: {e:#}"
+            )
+        })?;
+        let pre = ProjectionPre::new(pre).map_err(|e| {
+            anyhow::anyhow!("the component does not export the projection world: {e:#}")
+        })?;
         let mut module = Module {
             pre,
             engine: self.engine.clone(),
@@ -177,7 +187,8 @@ impl Runtime {
             schema: None,
         };
         let (_state, manifest) = module.call(None, |p, store| p.call_manifest(store), 0);
-        let manifest = manifest.map_err(|e| anyhow::anyhow!("calling the module's `manifest` export: {e:#}"))?;
+        let manifest = manifest
+            .map_err(|e| anyhow::anyhow!("calling the module's `manifest` export: {e:#}"))?;
         let schema = Schema::new(&manifest).context("invalid manifest")?;
         module.schema = Some(Arc::new(schema));
         Ok(module)
@@ -196,7 +207,9 @@ impl Runtime {
             // configuration (the key says so) into the host's own data directory.
             match unsafe { Component::deserialize_file(&self.engine, &path) } {
                 Ok(c) => return Ok(c),
-                Err(e) => tracing::warn!(path = %path.display(), "ignoring unreadable compile cache entry: {e}"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "ignoring unreadable compile cache entry: {e}")
+                }
             }
         }
         let component = compile(&self.engine, wasm)?;
@@ -216,7 +229,8 @@ impl Drop for Runtime {
 }
 
 fn compile(engine: &Engine, wasm: &[u8]) -> Result<Component> {
-    Component::new(engine, wasm).map_err(|e| anyhow::anyhow!("not a valid WebAssembly component: {e:#}"))
+    Component::new(engine, wasm)
+        .map_err(|e| anyhow::anyhow!("not a valid WebAssembly component: {e:#}"))
 }
 
 /// Write through a temporary file and rename, so readers never see half a file.
@@ -253,15 +267,29 @@ impl Module {
 
     /// The validated manifest.
     pub fn schema(&self) -> &Arc<Schema> {
-        self.schema.as_ref().expect("schema is set by Runtime::load")
+        self.schema
+            .as_ref()
+            .expect("schema is set by Runtime::load")
     }
 
     /// Run one batch through a fresh instance. `db` is lent to the instance for `get`.
-    pub fn handle(&self, db: &mut Option<ProjectionDb>, events: &[Event]) -> (CallStats, Result<Vec<Op>, CallError>) {
-        let (state, out) = self.call(db.take(), |p, store| p.call_handle(store, events), events.len() as u64);
+    pub fn handle(
+        &self,
+        db: &mut Option<ProjectionDb>,
+        events: &[Event],
+    ) -> (CallStats, Result<Vec<Op>, CallError>) {
+        let (state, out) = self.call(
+            db.take(),
+            |p, store| p.call_handle(store, events),
+            events.len() as u64,
+        );
         let (mut state, fuel_used) = state;
         *db = state.db.take();
-        let stats = CallStats { fuel_used, logs: std::mem::take(&mut state.logs), dropped_logs: state.dropped_logs };
+        let stats = CallStats {
+            fuel_used,
+            logs: std::mem::take(&mut state.logs),
+            dropped_logs: state.dropped_logs,
+        };
         let result = match out {
             Ok(Ok(ops)) => Ok(ops),
             Ok(Err(e)) => Err(CallError::Handle(e)),
@@ -276,7 +304,11 @@ impl Module {
             Some(Trap::Interrupt) => CallError::Timeout(self.limits.timeout_ms),
             _ => {
                 // A guest panic logs its message just before it aborts: name it.
-                let last_error = logs.iter().rev().find(|(l, _)| matches!(l, Level::Error)).map(|(_, m)| m.as_str());
+                let last_error = logs
+                    .iter()
+                    .rev()
+                    .find(|(l, _)| matches!(l, Level::Error))
+                    .map(|(_, m)| m.as_str());
                 let mut msg = format!("{e:#}");
                 if let Some(m) = last_error {
                     msg = format!("{m} ({msg})");
@@ -300,7 +332,13 @@ impl Module {
             .memories(2)
             .trap_on_grow_failure(true)
             .build();
-        let state = HostState { db, limits, max_log_lines: self.limits.max_log_lines, logs: Vec::new(), dropped_logs: 0 };
+        let state = HostState {
+            db,
+            limits,
+            max_log_lines: self.limits.max_log_lines,
+            logs: Vec::new(),
+            dropped_logs: 0,
+        };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         let budget = self.limits.fuel_per_event.saturating_mul(events.max(1));
@@ -309,8 +347,15 @@ impl Module {
             let _ = store.set_fuel(budget);
         }
         store.set_epoch_deadline((self.limits.timeout_ms * TICKS_PER_SEC / 1000).max(1));
-        let result = self.pre.instantiate(&mut store).and_then(|p| f(&p, &mut store));
-        let fuel_used = if self.limits.fuel_per_event > 0 { budget - store.get_fuel().unwrap_or(0) } else { 0 };
+        let result = self
+            .pre
+            .instantiate(&mut store)
+            .and_then(|p| f(&p, &mut store));
+        let fuel_used = if self.limits.fuel_per_event > 0 {
+            budget - store.get_fuel().unwrap_or(0)
+        } else {
+            0
+        };
         ((store.into_data(), fuel_used), result)
     }
 }

@@ -10,9 +10,13 @@ use crate::runtime::wit::{ColumnKind, Manifest};
 /// Why a manifest was refused.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ManifestError {
-    #[error("invalid projection name {0:?}: use 1-64 of a-z, 0-9, '-', '_', starting with a letter or digit")]
+    #[error(
+        "invalid projection name {0:?}: use 1-64 of a-z, 0-9, '-', '_', starting with a letter or digit"
+    )]
     ProjectionName(String),
-    #[error("invalid {what} name {name:?}: use 1-63 of a-z, 0-9, '_', starting with a letter (and not `sqlite_`)")]
+    #[error(
+        "invalid {what} name {name:?}: use 1-63 of a-z, 0-9, '_', starting with a letter (and not `sqlite_`)"
+    )]
     Name { what: &'static str, name: String },
     #[error("the manifest declares no tables")]
     NoTables,
@@ -23,7 +27,11 @@ pub enum ManifestError {
     #[error("table `{0}` has no primary key")]
     NoPrimaryKey(String),
     #[error("table `{table}`: {role} names unknown column `{column}`")]
-    UnknownColumn { table: String, role: &'static str, column: String },
+    UnknownColumn {
+        table: String,
+        role: &'static str,
+        column: String,
+    },
     #[error("table `{table}`: primary-key column `{column}` cannot be nullable")]
     NullableKey { table: String, column: String },
 }
@@ -67,7 +75,8 @@ fn valid_identifier(name: &str) -> bool {
     !b.is_empty()
         && b.len() <= 63
         && b[0].is_ascii_lowercase()
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
         && !name.starts_with("sqlite_")
 }
 
@@ -77,7 +86,8 @@ pub fn valid_projection_name(name: &str) -> bool {
     !b.is_empty()
         && b.len() <= 64
         && b[0].is_ascii_alphanumeric()
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'_')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'_')
 }
 
 /// SQL type of a column kind (JSON is stored as text).
@@ -123,7 +133,10 @@ impl Schema {
         let mut tables: Vec<TableSchema> = Vec::new();
         for t in &m.tables {
             if !valid_identifier(&t.name) {
-                return Err(ManifestError::Name { what: "table", name: t.name.clone() });
+                return Err(ManifestError::Name {
+                    what: "table",
+                    name: t.name.clone(),
+                });
             }
             if tables.iter().any(|x| x.name == t.name) {
                 return Err(ManifestError::DuplicateTable(t.name.clone()));
@@ -166,35 +179,63 @@ impl TableSchema {
         let mut columns = Vec::new();
         for (i, c) in t.columns.iter().enumerate() {
             if !valid_identifier(&c.name) {
-                return Err(ManifestError::Name { what: "column", name: c.name.clone() });
+                return Err(ManifestError::Name {
+                    what: "column",
+                    name: c.name.clone(),
+                });
             }
             if by_name.insert(c.name.clone(), i).is_some() {
-                return Err(ManifestError::DuplicateColumn { table: t.name.clone(), column: c.name.clone() });
+                return Err(ManifestError::DuplicateColumn {
+                    table: t.name.clone(),
+                    column: c.name.clone(),
+                });
             }
-            columns.push(ColumnSchema { name: c.name.clone(), kind: c.kind, nullable: c.nullable });
+            columns.push(ColumnSchema {
+                name: c.name.clone(),
+                kind: c.kind,
+                nullable: c.nullable,
+            });
         }
         let lookup = |role: &'static str, column: &String| {
-            by_name.get(column).copied().ok_or_else(|| ManifestError::UnknownColumn {
-                table: t.name.clone(),
-                role,
-                column: column.clone(),
-            })
+            by_name
+                .get(column)
+                .copied()
+                .ok_or_else(|| ManifestError::UnknownColumn {
+                    table: t.name.clone(),
+                    role,
+                    column: column.clone(),
+                })
         };
         if t.primary_key.is_empty() {
             return Err(ManifestError::NoPrimaryKey(t.name.clone()));
         }
-        let primary_key = t.primary_key.iter().map(|c| lookup("primary key", c)).collect::<Result<Vec<_>, _>>()?;
+        let primary_key = t
+            .primary_key
+            .iter()
+            .map(|c| lookup("primary key", c))
+            .collect::<Result<Vec<_>, _>>()?;
         if let Some(&i) = primary_key.iter().find(|&&i| columns[i].nullable) {
-            return Err(ManifestError::NullableKey { table: t.name.clone(), column: columns[i].name.clone() });
+            return Err(ManifestError::NullableKey {
+                table: t.name.clone(),
+                column: columns[i].name.clone(),
+            });
         }
         let mut indexes = Vec::new();
         for index in &t.indexes {
-            let cols = index.iter().map(|c| lookup("index", c)).collect::<Result<Vec<_>, _>>()?;
+            let cols = index
+                .iter()
+                .map(|c| lookup("index", c))
+                .collect::<Result<Vec<_>, _>>()?;
             indexes.push(cols);
         }
 
         let name = &t.name;
-        let col_list = |cols: &[usize]| cols.iter().map(|&i| format!("\"{}\"", columns[i].name)).collect::<Vec<_>>().join(", ");
+        let col_list = |cols: &[usize]| {
+            cols.iter()
+                .map(|&i| format!("\"{}\"", columns[i].name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let all: Vec<usize> = (0..columns.len()).collect();
         let pk = col_list(&primary_key);
         let defs = columns
@@ -203,7 +244,12 @@ impl TableSchema {
                 if c.nullable {
                     format!("\"{}\" {}", c.name, sql_type(c.kind))
                 } else {
-                    format!("\"{}\" {} NOT NULL DEFAULT {}", c.name, sql_type(c.kind), sql_default(c.kind))
+                    format!(
+                        "\"{}\" {} NOT NULL DEFAULT {}",
+                        c.name,
+                        sql_type(c.kind),
+                        sql_default(c.kind)
+                    )
                 }
             })
             .collect::<Vec<_>>()
@@ -212,21 +258,39 @@ impl TableSchema {
             "CREATE TABLE IF NOT EXISTS \"{name}\" ({defs}, PRIMARY KEY ({pk})) STRICT, WITHOUT ROWID"
         )];
         for cols in &indexes {
-            let suffix = cols.iter().map(|&i| columns[i].name.as_str()).collect::<Vec<_>>().join("_");
+            let suffix = cols
+                .iter()
+                .map(|&i| columns[i].name.as_str())
+                .collect::<Vec<_>>()
+                .join("_");
             create_sql.push(format!(
                 "CREATE INDEX IF NOT EXISTS \"{name}__by_{suffix}\" ON \"{name}\" ({})",
                 col_list(cols)
             ));
         }
-        let placeholders = (1..=columns.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
-        let non_key: Vec<usize> = all.iter().copied().filter(|i| !primary_key.contains(i)).collect();
+        let placeholders = (1..=columns.len())
+            .map(|i| format!("?{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let non_key: Vec<usize> = all
+            .iter()
+            .copied()
+            .filter(|i| !primary_key.contains(i))
+            .collect();
         let conflict = if non_key.is_empty() {
             "DO NOTHING".to_string()
         } else {
-            let sets = non_key.iter().map(|&i| format!("\"{0}\" = excluded.\"{0}\"", columns[i].name)).collect::<Vec<_>>().join(", ");
+            let sets = non_key
+                .iter()
+                .map(|&i| format!("\"{0}\" = excluded.\"{0}\"", columns[i].name))
+                .collect::<Vec<_>>()
+                .join(", ");
             format!("DO UPDATE SET {sets}")
         };
-        let upsert_sql = format!("INSERT INTO \"{name}\" ({}) VALUES ({placeholders}) ON CONFLICT ({pk}) {conflict}", col_list(&all));
+        let upsert_sql = format!(
+            "INSERT INTO \"{name}\" ({}) VALUES ({placeholders}) ON CONFLICT ({pk}) {conflict}",
+            col_list(&all)
+        );
         let key_match = primary_key
             .iter()
             .enumerate()
@@ -234,7 +298,10 @@ impl TableSchema {
             .collect::<Vec<_>>()
             .join(" AND ");
         let delete_sql = format!("DELETE FROM \"{name}\" WHERE {key_match}");
-        let select_sql = format!("SELECT {} FROM \"{name}\" WHERE {key_match}", col_list(&all));
+        let select_sql = format!(
+            "SELECT {} FROM \"{name}\" WHERE {key_match}",
+            col_list(&all)
+        );
         Ok(TableSchema {
             name: name.clone(),
             columns,
@@ -252,14 +319,33 @@ impl TableSchema {
         let name = &self.name;
         let mut cols: Vec<usize> = self.primary_key.clone();
         cols.extend_from_slice(columns);
-        let list = cols.iter().map(|&i| format!("\"{}\"", self.columns[i].name)).collect::<Vec<_>>().join(", ");
-        let placeholders = (1..=cols.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
-        let pk = self.primary_key.iter().map(|&i| format!("\"{}\"", self.columns[i].name)).collect::<Vec<_>>().join(", ");
-        let sets = columns
+        let list = cols
             .iter()
-            .map(|&i| format!("\"{0}\" = COALESCE(\"{0}\", 0) + excluded.\"{0}\"", self.columns[i].name))
+            .map(|&i| format!("\"{}\"", self.columns[i].name))
             .collect::<Vec<_>>()
             .join(", ");
-        format!("INSERT INTO \"{name}\" ({list}) VALUES ({placeholders}) ON CONFLICT ({pk}) DO UPDATE SET {sets}")
+        let placeholders = (1..=cols.len())
+            .map(|i| format!("?{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let pk = self
+            .primary_key
+            .iter()
+            .map(|&i| format!("\"{}\"", self.columns[i].name))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sets = columns
+            .iter()
+            .map(|&i| {
+                format!(
+                    "\"{0}\" = COALESCE(\"{0}\", 0) + excluded.\"{0}\"",
+                    self.columns[i].name
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "INSERT INTO \"{name}\" ({list}) VALUES ({placeholders}) ON CONFLICT ({pk}) DO UPDATE SET {sets}"
+        )
     }
 }

@@ -22,7 +22,11 @@ pub enum OpError {
     #[error("op {index}: table `{table}` is not declared in the manifest")]
     UndeclaredTable { index: usize, table: String },
     #[error("op {index} on `{table}`: {reason}")]
-    Invalid { index: usize, table: String, reason: String },
+    Invalid {
+        index: usize,
+        table: String,
+        reason: String,
+    },
     #[error("the batch returned {count} ops, over the limit of {limit}")]
     TooManyOps { count: usize, limit: usize },
     #[error("writing the batch failed: {0}")]
@@ -61,14 +65,19 @@ fn from_sql(v: ValueRef<'_>) -> Value {
 }
 
 /// Check one value against its column; returns it normalized (integers widen to real).
-fn check_value(col: &crate::schema::ColumnSchema, v: &Value, limits: OpLimits) -> Result<(), String> {
+fn check_value(
+    col: &crate::schema::ColumnSchema,
+    v: &Value,
+    limits: OpLimits,
+) -> Result<(), String> {
     let ok = match (v, col.kind) {
         (Value::Null, _) => col.nullable,
         (Value::Integer(_), ColumnKind::Integer | ColumnKind::Real) => true,
         (Value::Real(r), ColumnKind::Real) => r.is_finite(),
         (Value::Text(s), ColumnKind::Text) => s.len() <= limits.max_value_bytes,
         (Value::Text(s), ColumnKind::Json) => {
-            s.len() <= limits.max_value_bytes && serde_json::from_str::<serde::de::IgnoredAny>(s).is_ok()
+            s.len() <= limits.max_value_bytes
+                && serde_json::from_str::<serde::de::IgnoredAny>(s).is_ok()
         }
         (Value::Blob(b), ColumnKind::Blob) => b.len() <= limits.max_value_bytes,
         _ => false,
@@ -82,11 +91,19 @@ fn check_value(col: &crate::schema::ColumnSchema, v: &Value, limits: OpLimits) -
         _ => 0,
     };
     Err(if size > limits.max_value_bytes {
-        format!("column `{}`: value of {size} bytes is over the {} byte limit", col.name, limits.max_value_bytes)
+        format!(
+            "column `{}`: value of {size} bytes is over the {} byte limit",
+            col.name, limits.max_value_bytes
+        )
     } else if matches!(v, Value::Null) {
         format!("column `{}` is NOT NULL", col.name)
     } else {
-        format!("column `{}` ({}) cannot hold {}", col.name, crate::schema::sql_type(col.kind).to_lowercase(), describe(v))
+        format!(
+            "column `{}` ({}) cannot hold {}",
+            col.name,
+            crate::schema::sql_type(col.kind).to_lowercase(),
+            describe(v)
+        )
     })
 }
 
@@ -126,7 +143,10 @@ impl PartialEq for Position {
 impl Eq for Position {}
 impl Default for Position {
     fn default() -> Self {
-        Position { commit: 0, prepare: 0 }
+        Position {
+            commit: 0,
+            prepare: 0,
+        }
     }
 }
 
@@ -151,7 +171,8 @@ impl ProjectionDb {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let conn = Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let conn =
+            Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
         tune(&conn).with_context(|| format!("configuring {}", path.display()))?;
         conn.set_prepared_statement_cache_capacity(256);
         conn.execute_batch(
@@ -161,7 +182,11 @@ impl ProjectionDb {
              CREATE TABLE IF NOT EXISTS _projector_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
         )?;
         let stored: Option<String> = conn
-            .query_row("SELECT value FROM _projector_meta WHERE key = 'tables'", [], |r| r.get(0))
+            .query_row(
+                "SELECT value FROM _projector_meta WHERE key = 'tables'",
+                [],
+                |r| r.get(0),
+            )
             .optional()?;
         match stored {
             Some(t) if t != schema.tables_json => anyhow::bail!(
@@ -174,14 +199,23 @@ impl ProjectionDb {
                 let tx = conn.unchecked_transaction()?;
                 for t in &schema.tables {
                     for sql in &t.create_sql {
-                        tx.execute(sql, []).with_context(|| format!("creating table `{}`", t.name))?;
+                        tx.execute(sql, [])
+                            .with_context(|| format!("creating table `{}`", t.name))?;
                     }
                 }
-                tx.execute("INSERT INTO _projector_meta (key, value) VALUES ('tables', ?1)", [&schema.tables_json])?;
+                tx.execute(
+                    "INSERT INTO _projector_meta (key, value) VALUES ('tables', ?1)",
+                    [&schema.tables_json],
+                )?;
                 tx.commit()?;
             }
         }
-        Ok(ProjectionDb { conn, schema, increment_sql: HashMap::new(), in_transaction: false })
+        Ok(ProjectionDb {
+            conn,
+            schema,
+            increment_sql: HashMap::new(),
+            in_transaction: false,
+        })
     }
 
     /// The committed checkpoint, or None before the first batch.
@@ -203,7 +237,11 @@ impl ProjectionDb {
             anyhow::bail!("get: table `{table}` is not declared in the manifest");
         };
         if key.len() != t.primary_key.len() {
-            anyhow::bail!("get on `{table}`: the key has {} columns, got {} values", t.primary_key.len(), key.len());
+            anyhow::bail!(
+                "get on `{table}`: the key has {} columns, got {} values",
+                t.primary_key.len(),
+                key.len()
+            );
         }
         let mut stmt = self.conn.prepare_cached(&t.select_sql)?;
         for (i, v) in key.iter().enumerate() {
@@ -211,7 +249,11 @@ impl ProjectionDb {
         }
         let mut rows = stmt.raw_query();
         Ok(match rows.next()? {
-            Some(row) => Some((0..t.columns.len()).map(|i| row.get_ref(i).map(from_sql)).collect::<rusqlite::Result<_>>()?),
+            Some(row) => Some(
+                (0..t.columns.len())
+                    .map(|i| row.get_ref(i).map(from_sql))
+                    .collect::<rusqlite::Result<_>>()?,
+            ),
             None => None,
         })
     }
@@ -236,9 +278,17 @@ impl ProjectionDb {
 
     /// Validate every op, then apply them and the checkpoint inside one savepoint:
     /// the batch lands whole or not at all. Returns the number of ops written.
-    pub fn apply_batch(&mut self, ops: &[Op], checkpoint: Checkpoint, limits: OpLimits) -> Result<usize, OpError> {
+    pub fn apply_batch(
+        &mut self,
+        ops: &[Op],
+        checkpoint: Checkpoint,
+        limits: OpLimits,
+    ) -> Result<usize, OpError> {
         if ops.len() > limits.max_ops {
-            return Err(OpError::TooManyOps { count: ops.len(), limit: limits.max_ops });
+            return Err(OpError::TooManyOps {
+                count: ops.len(),
+                limit: limits.max_ops,
+            });
         }
         let schema = self.schema.clone();
         let mut plan = Vec::with_capacity(ops.len());
@@ -252,13 +302,19 @@ impl ProjectionDb {
                 Ok(ops.len())
             }
             Err(e) => {
-                self.conn.execute_batch("ROLLBACK TO batch; RELEASE batch")?;
+                self.conn
+                    .execute_batch("ROLLBACK TO batch; RELEASE batch")?;
                 Err(e)
             }
         }
     }
 
-    fn write(&mut self, ops: &[Op], plan: &[(usize, Vec<usize>)], cp: Checkpoint) -> Result<(), OpError> {
+    fn write(
+        &mut self,
+        ops: &[Op],
+        plan: &[(usize, Vec<usize>)],
+        cp: Checkpoint,
+    ) -> Result<(), OpError> {
         for (op, (table, delta_cols)) in ops.iter().zip(plan) {
             let t: &TableSchema = &self.schema.tables[*table];
             match op {
@@ -298,7 +354,11 @@ impl ProjectionDb {
              ON CONFLICT (id) DO UPDATE SET commit_position = excluded.commit_position,
                prepare_position = excluded.prepare_position, events = excluded.events",
         )?;
-        stmt.execute(params![cp.position.commit as i64, cp.position.prepare as i64, cp.events as i64])?;
+        stmt.execute(params![
+            cp.position.commit as i64,
+            cp.position.prepare as i64,
+            cp.events as i64
+        ])?;
         Ok(())
     }
 }
@@ -313,19 +373,35 @@ impl Drop for ProjectionDb {
 }
 
 /// Check an op against the declared tables; returns (table index, delta column indexes).
-fn validate(schema: &Schema, index: usize, op: &Op, limits: OpLimits) -> Result<(usize, Vec<usize>), OpError> {
+fn validate(
+    schema: &Schema,
+    index: usize,
+    op: &Op,
+    limits: OpLimits,
+) -> Result<(usize, Vec<usize>), OpError> {
     let name = match op {
         Op::Upsert(r) => &r.table,
         Op::Delete(k) => &k.table,
         Op::Increment(a) => &a.table,
     };
     let Some((ti, t)) = schema.table(name) else {
-        return Err(OpError::UndeclaredTable { index, table: name.clone() });
+        return Err(OpError::UndeclaredTable {
+            index,
+            table: name.clone(),
+        });
     };
-    let invalid = |reason: String| OpError::Invalid { index, table: name.clone(), reason };
+    let invalid = |reason: String| OpError::Invalid {
+        index,
+        table: name.clone(),
+        reason,
+    };
     let check_key = |key: &[Value]| -> Result<(), OpError> {
         if key.len() != t.primary_key.len() {
-            return Err(invalid(format!("the key has {} columns, got {} values", t.primary_key.len(), key.len())));
+            return Err(invalid(format!(
+                "the key has {} columns, got {} values",
+                t.primary_key.len(),
+                key.len()
+            )));
         }
         for (v, &c) in key.iter().zip(&t.primary_key) {
             check_value(&t.columns[c], v, limits).map_err(invalid)?;
@@ -335,7 +411,11 @@ fn validate(schema: &Schema, index: usize, op: &Op, limits: OpLimits) -> Result<
     match op {
         Op::Upsert(r) => {
             if r.row.len() != t.columns.len() {
-                return Err(invalid(format!("the table has {} columns, the row has {} values", t.columns.len(), r.row.len())));
+                return Err(invalid(format!(
+                    "the table has {} columns, the row has {} values",
+                    t.columns.len(),
+                    r.row.len()
+                )));
             }
             for (v, c) in r.row.iter().zip(&t.columns) {
                 check_value(c, v, limits).map_err(invalid)?;
@@ -357,7 +437,10 @@ fn validate(schema: &Schema, index: usize, op: &Op, limits: OpLimits) -> Result<
                     return Err(invalid(format!("no column `{}`", d.column)));
                 };
                 if t.primary_key.contains(&c) || cols.contains(&c) {
-                    return Err(invalid(format!("column `{}` cannot be incremented here", d.column)));
+                    return Err(invalid(format!(
+                        "column `{}` cannot be incremented here",
+                        d.column
+                    )));
                 }
                 let numeric = match (t.columns[c].kind, &d.by) {
                     (ColumnKind::Integer, Value::Integer(_)) => true,
@@ -366,7 +449,11 @@ fn validate(schema: &Schema, index: usize, op: &Op, limits: OpLimits) -> Result<
                     _ => false,
                 };
                 if !numeric {
-                    return Err(invalid(format!("column `{}` cannot be incremented by {}", d.column, describe(&d.by))));
+                    return Err(invalid(format!(
+                        "column `{}` cannot be incremented by {}",
+                        d.column,
+                        describe(&d.by)
+                    )));
                 }
                 cols.push(c);
             }
@@ -392,9 +479,11 @@ pub struct CatalogEntry {
 impl Catalog {
     /// Open (or create) the catalog under `data`.
     pub fn open(data: &Path) -> Result<Catalog> {
-        std::fs::create_dir_all(data).with_context(|| format!("creating data dir {}", data.display()))?;
+        std::fs::create_dir_all(data)
+            .with_context(|| format!("creating data dir {}", data.display()))?;
         let path = data.join("catalog.sqlite");
-        let conn = Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let conn =
+            Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
         tune(&conn)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS projections (
@@ -408,7 +497,10 @@ impl Catalog {
     pub fn open_read_only(data: &Path) -> Result<Catalog> {
         let path = data.join("catalog.sqlite");
         if !path.exists() {
-            anyhow::bail!("no Projector data in {} (no catalog.sqlite): run `projector run` first", data.display());
+            anyhow::bail!(
+                "no Projector data in {} (no catalog.sqlite): run `projector run` first",
+                data.display()
+            );
         }
         let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .with_context(|| format!("opening {}", path.display()))?;
@@ -429,13 +521,19 @@ impl Catalog {
 
     /// Point readers at `version` (atomic: one row update).
     pub fn serve(&self, name: &str, version: u32) -> Result<()> {
-        self.conn.execute("UPDATE projections SET serving_version = ?2 WHERE name = ?1", params![name, version])?;
+        self.conn.execute(
+            "UPDATE projections SET serving_version = ?2 WHERE name = ?1",
+            params![name, version],
+        )?;
         Ok(())
     }
 
     /// Record a state change (`caught-up`, `stopped`, `faulted`) with its reason.
     pub fn set_state(&self, name: &str, state: &str, reason: Option<&str>) -> Result<()> {
-        self.conn.execute("UPDATE projections SET state = ?2, reason = ?3 WHERE name = ?1", params![name, state, reason])?;
+        self.conn.execute(
+            "UPDATE projections SET state = ?2, reason = ?3 WHERE name = ?1",
+            params![name, state, reason],
+        )?;
         Ok(())
     }
 
@@ -443,9 +541,18 @@ impl Catalog {
     pub fn entry(&self, name: &str) -> Result<Option<CatalogEntry>> {
         Ok(self
             .conn
-            .query_row("SELECT name, serving_version, state, reason FROM projections WHERE name = ?1", [name], |r| {
-                Ok(CatalogEntry { name: r.get(0)?, serving_version: r.get(1)?, state: r.get(2)?, reason: r.get(3)? })
-            })
+            .query_row(
+                "SELECT name, serving_version, state, reason FROM projections WHERE name = ?1",
+                [name],
+                |r| {
+                    Ok(CatalogEntry {
+                        name: r.get(0)?,
+                        serving_version: r.get(1)?,
+                        state: r.get(2)?,
+                        reason: r.get(3)?,
+                    })
+                },
+            )
             .optional()?)
     }
 }

@@ -46,52 +46,90 @@ pub fn detect_route() -> Result<Route> {
 pub fn build(dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
     let manifest = dir.join("Cargo.toml");
     let meta = Command::new("cargo")
-        .args(["metadata", "--no-deps", "--format-version", "1", "--manifest-path"])
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--manifest-path",
+        ])
         .arg(&manifest)
         .output()
         .context("running cargo metadata")?;
     if !meta.status.success() {
-        anyhow::bail!("{} is not a cargo crate: {}", dir.display(), String::from_utf8_lossy(&meta.stderr).trim());
+        anyhow::bail!(
+            "{} is not a cargo crate: {}",
+            dir.display(),
+            String::from_utf8_lossy(&meta.stderr).trim()
+        );
     }
-    let meta: serde_json::Value = serde_json::from_slice(&meta.stdout).context("parsing cargo metadata")?;
-    let manifest_abs = std::fs::canonicalize(&manifest).with_context(|| format!("finding {}", manifest.display()))?;
+    let meta: serde_json::Value =
+        serde_json::from_slice(&meta.stdout).context("parsing cargo metadata")?;
+    let manifest_abs = std::fs::canonicalize(&manifest)
+        .with_context(|| format!("finding {}", manifest.display()))?;
     let package = meta["packages"]
         .as_array()
-        .and_then(|ps| ps.iter().find(|p| p["manifest_path"].as_str().map(Path::new) == Some(manifest_abs.as_path())))
+        .and_then(|ps| {
+            ps.iter().find(|p| {
+                p["manifest_path"].as_str().map(Path::new) == Some(manifest_abs.as_path())
+            })
+        })
         .with_context(|| format!("no package in {}", manifest.display()))?;
-    let name = package["name"].as_str().context("package without a name")?.to_string();
+    let name = package["name"]
+        .as_str()
+        .context("package without a name")?
+        .to_string();
     // Guests get their own target dir: a nested cargo must not wait on the host's lock.
     let target_dir = match std::env::var_os("CARGO_TARGET_DIR") {
         Some(d) => PathBuf::from(d).join("projector-guests"),
-        None => PathBuf::from(meta["target_directory"].as_str().context("no target_directory")?),
+        None => PathBuf::from(
+            meta["target_directory"]
+                .as_str()
+                .context("no target_directory")?,
+        ),
     };
 
     let route = detect_route()?;
     let mut cmd = Command::new("cargo");
     cmd.current_dir(dir)
-        .args(["build", "--release", "--lib", "--target", TARGET, "--manifest-path"])
+        .args([
+            "build",
+            "--release",
+            "--lib",
+            "--target",
+            TARGET,
+            "--manifest-path",
+        ])
         .arg(&manifest_abs)
         .arg("--target-dir")
         .arg(&target_dir)
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS");
     if route == Route::DebianBuildStd {
-        cmd.env("RUSTC_BOOTSTRAP", "1").env("RUSTC", DEBIAN_RUSTC).arg("-Zbuild-std=std,panic_abort");
+        cmd.env("RUSTC_BOOTSTRAP", "1")
+            .env("RUSTC", DEBIAN_RUSTC)
+            .arg("-Zbuild-std=std,panic_abort");
     }
     tracing::info!(crate = %name, route = ?route, "building guest");
     let status = cmd.status().context("running cargo build for the guest")?;
     if !status.success() {
         anyhow::bail!("building {} failed ({status})", dir.display());
     }
-    let core = target_dir.join(TARGET).join("release").join(format!("{}.wasm", name.replace('-', "_")));
-    let core_bytes = std::fs::read(&core).with_context(|| format!("reading the core module {}", core.display()))?;
-    let component = componentize(&core_bytes).with_context(|| format!("turning {} into a component", core.display()))?;
+    let core = target_dir
+        .join(TARGET)
+        .join("release")
+        .join(format!("{}.wasm", name.replace('-', "_")));
+    let core_bytes = std::fs::read(&core)
+        .with_context(|| format!("reading the core module {}", core.display()))?;
+    let component = componentize(&core_bytes)
+        .with_context(|| format!("turning {} into a component", core.display()))?;
     let out = match out {
         Some(p) => p.to_path_buf(),
         None => PathBuf::from("target/projections").join(format!("{name}.wasm")),
     };
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
     crate::runtime::write_atomic(&out, &component)?;
     Ok(out)

@@ -47,7 +47,10 @@ pub struct Filter {
 impl Filter {
     /// The filter of a projection's manifest.
     pub fn of(schema: &Schema) -> Filter {
-        Filter { event_types: schema.event_types.clone(), stream_prefixes: schema.stream_prefixes.clone() }
+        Filter {
+            event_types: schema.event_types.clone(),
+            stream_prefixes: schema.stream_prefixes.clone(),
+        }
     }
 
     /// Does the projection want this event? System events (`$…`) only when named.
@@ -60,16 +63,31 @@ impl Filter {
         let stream_ok = if self.stream_prefixes.is_empty() {
             !stream.starts_with('$')
         } else {
-            self.stream_prefixes.iter().any(|p| stream.starts_with(p.as_str()))
+            self.stream_prefixes
+                .iter()
+                .any(|p| stream.starts_with(p.as_str()))
         };
         type_ok && stream_ok
     }
 }
 
 /// Open the source named by `spec` (a file path), after `from`.
-pub fn open(spec: &str, from: Option<Position>, filter: Filter, follow: bool) -> Result<Box<dyn EventSource>> {
-    if spec.starts_with("esdb://") || spec.starts_with("kurrentdb://") || spec.contains("+discover://") {
+pub fn open(
+    spec: &str,
+    from: Option<Position>,
+    filter: Filter,
+    follow: bool,
+) -> Result<Box<dyn EventSource>> {
+    if spec.starts_with("esdb://")
+        || spec.starts_with("kurrentdb://")
+        || spec.contains("+discover://")
+    {
         anyhow::bail!("EventStoreDB sources are not available in this build yet: {spec}");
     }
-    Ok(Box::new(ndjson::NdjsonSource::open(spec.as_ref(), from, filter, follow)?))
+    Ok(Box::new(ndjson::NdjsonSource::open(
+        spec.as_ref(),
+        from,
+        filter,
+        follow,
+    )?))
 }

@@ -73,12 +73,20 @@ pub struct NdjsonSource {
     len: u64,
     /// Next revision per stream, for lines that carry none.
     revisions: HashMap<String, u64>,
+    /// A bad line met after good ones: the good ones go out first, this on the next read.
+    pending_error: Option<anyhow::Error>,
 }
 
 impl NdjsonSource {
     /// Open `path`, positioned after line `from.commit` (the checkpoint).
-    pub fn open(path: &Path, from: Option<Position>, filter: Filter, follow: bool) -> Result<NdjsonSource> {
-        let file = File::open(path).with_context(|| format!("opening event file {}", path.display()))?;
+    pub fn open(
+        path: &Path,
+        from: Option<Position>,
+        filter: Filter,
+        follow: bool,
+    ) -> Result<NdjsonSource> {
+        let file =
+            File::open(path).with_context(|| format!("opening event file {}", path.display()))?;
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         let mut src = NdjsonSource {
             path: path.to_path_buf(),
@@ -90,6 +98,7 @@ impl NdjsonSource {
             offset: 0,
             len,
             revisions: HashMap::new(),
+            pending_error: None,
         };
         if let Some(from) = from {
             src.skip_to(from.commit)?;
@@ -98,7 +107,12 @@ impl NdjsonSource {
     }
 
     fn malformed(&self, reason: impl ToString) -> anyhow::Error {
-        MalformedLine { file: self.path.clone(), line: self.line_no, reason: reason.to_string() }.into()
+        MalformedLine {
+            file: self.path.clone(),
+            line: self.line_no,
+            reason: reason.to_string(),
+        }
+        .into()
     }
 
     /// Read the next complete line into `self.line`; false at the current end of file.
@@ -107,9 +121,13 @@ impl NdjsonSource {
             if self.line.last() == Some(&b'\n') {
                 self.line.clear();
             }
-            let n = self.reader.read_until(b'\n', &mut self.line).with_context(|| format!("reading {}", self.path.display()))?;
+            let n = self
+                .reader
+                .read_until(b'\n', &mut self.line)
+                .with_context(|| format!("reading {}", self.path.display()))?;
             self.offset += n as u64;
-            let complete = self.line.last() == Some(&b'\n') || (!self.follow && n == 0 && !self.line.is_empty());
+            let complete = self.line.last() == Some(&b'\n')
+                || (!self.follow && n == 0 && !self.line.is_empty());
             if !complete {
                 // End of file: a partial last line waits for its newline when following.
                 return Ok(false);
@@ -162,6 +180,9 @@ impl NdjsonSource {
 
 impl EventSource for NdjsonSource {
     fn read_batch(&mut self, out: &mut Vec<Event>, max: usize) -> Result<ReadBatch> {
+        if let Some(e) = self.pending_error.take() {
+            return Err(e);
+        }
         let mut batch = ReadBatch::default();
         // Bound the lines read per batch too, so a projection that ignores most events
         // still commits its checkpoint regularly.
@@ -178,18 +199,35 @@ impl EventSource for NdjsonSource {
                 Err(e) => Err(self.malformed(e)),
             };
             self.line = line;
-            result?;
+            if let Err(e) = result {
+                if batch.read == 0 {
+                    return Err(e);
+                }
+                self.pending_error = Some(e);
+                break;
+            }
             batch.read += 1;
-            batch.last = Some(Position { commit: self.line_no, prepare: self.line_no });
+            batch.last = Some(Position {
+                commit: self.line_no,
+                prepare: self.line_no,
+            });
         }
         if batch.at_end {
-            self.len = self.reader.get_ref().metadata().map(|m| m.len()).unwrap_or(self.len);
+            self.len = self
+                .reader
+                .get_ref()
+                .metadata()
+                .map(|m| m.len())
+                .unwrap_or(self.len);
         }
         Ok(batch)
     }
 
     fn progress(&self) -> Progress {
-        Progress { done: self.offset, total: self.len.max(self.offset) }
+        Progress {
+            done: self.offset,
+            total: self.len.max(self.offset),
+        }
     }
 }
 
@@ -219,13 +257,22 @@ impl NdjsonSource {
             stream_id: l.stream.into_owned(),
             event_type: l.event_type.into_owned(),
             // Deterministic when absent: derived from the position.
-            event_id: l.id.map_or_else(|| format!("00000000-0000-4000-8000-{line:012x}"), Cow::into_owned),
+            event_id: l.id.map_or_else(
+                || format!("00000000-0000-4000-8000-{line:012x}"),
+                Cow::into_owned,
+            ),
             revision,
-            position: Position { commit: line, prepare: line },
+            position: Position {
+                commit: line,
+                prepare: line,
+            },
             created_ms,
             content_type: "application/json".to_string(),
             data: l.data.get().as_bytes().to_vec(),
-            metadata: l.metadata.map(|m| m.get().as_bytes().to_vec()).unwrap_or_default(),
+            metadata: l
+                .metadata
+                .map(|m| m.get().as_bytes().to_vec())
+                .unwrap_or_default(),
         });
         Ok(())
     }

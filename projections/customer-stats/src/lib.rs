@@ -41,7 +41,12 @@ struct OrderRef {
 impl Projection for CustomerStats {
     fn manifest() -> Manifest {
         Manifest::new("customer-stats", 1)
-            .event_types(["OrderCreated", "ItemAdded", "OrderConfirmed", "OrderCancelled"])
+            .event_types([
+                "OrderCreated",
+                "ItemAdded",
+                "OrderConfirmed",
+                "OrderCancelled",
+            ])
             .stream_prefixes(["order-"])
             .table(
                 Table::new("customers")
@@ -70,7 +75,12 @@ impl Projection for CustomerStats {
                 let total: i64 = e.items.iter().map(|i| i.quantity * i.price_cents).sum();
                 ctx.upsert(
                     "order_totals",
-                    vec![e.order_id.into(), (&e.customer_id).into(), total.into(), 0.into()],
+                    vec![
+                        e.order_id.into(),
+                        (&e.customer_id).into(),
+                        total.into(),
+                        0.into(),
+                    ],
                 )?;
                 ctx.increment("customers", e.customer_id, &[("orders", 1.into())])
             }
@@ -94,7 +104,10 @@ impl Projection for CustomerStats {
                 ctx.increment(
                     "customers",
                     customer,
-                    &[("confirmed", 1.into()), ("lifetime_value_cents", total.into())],
+                    &[
+                        ("confirmed", 1.into()),
+                        ("lifetime_value_cents", total.into()),
+                    ],
                 )
             }
             "OrderCancelled" => {
@@ -109,7 +122,10 @@ impl Projection for CustomerStats {
                 ctx.increment(
                     "customers",
                     customer,
-                    &[("cancelled", 1.into()), ("lifetime_value_cents", (-refund).into())],
+                    &[
+                        ("cancelled", 1.into()),
+                        ("lifetime_value_cents", (-refund).into()),
+                    ],
                 )
             }
             _ => Ok(()),

@@ -38,7 +38,13 @@ struct OrderRef {
 impl Projection for OrderSummary {
     fn manifest() -> Manifest {
         Manifest::new("order-summary", 1)
-            .event_types(["OrderCreated", "ItemAdded", "OrderConfirmed", "OrderCancelled", "OrderShipped"])
+            .event_types([
+                "OrderCreated",
+                "ItemAdded",
+                "OrderConfirmed",
+                "OrderCancelled",
+                "OrderShipped",
+            ])
             .stream_prefixes(["order-"])
             .table(
                 Table::new("orders")
@@ -60,7 +66,9 @@ impl Projection for OrderSummary {
                 let item_count: i64 = e.items.iter().map(|i| i.quantity).sum();
                 let total: i64 = e.items.iter().map(|i| i.quantity * i.price_cents).sum();
                 // A repeated OrderCreated restarts the order but keeps counting its events.
-                let events = ctx.get("orders", &e.order_id)?.map_or(0, |r| r.int("events"));
+                let events = ctx
+                    .get("orders", &e.order_id)?
+                    .map_or(0, |r| r.int("events"));
                 return ctx.upsert(
                     "orders",
                     vec![

@@ -33,7 +33,11 @@ impl Schema {
                     .map(|(i, c)| (c.0.clone(), i))
                     .collect();
                 // Unknown key columns are the host's to reject when it validates the manifest.
-                let primary_key = t.primary_key.iter().filter_map(|c| by_name.get(c).copied()).collect();
+                let primary_key = t
+                    .primary_key
+                    .iter()
+                    .filter_map(|c| by_name.get(c).copied())
+                    .collect();
                 TableInfo {
                     name: t.name.clone(),
                     columns: t.columns.clone(),
@@ -206,7 +210,8 @@ impl Ctx {
     /// The overlay slot for a row, created empty (absent) when first touched.
     fn slot(&mut self, table: usize, key: &[Value]) -> (usize, bool) {
         self.scratch.clear();
-        self.scratch.extend_from_slice(&(table as u32).to_le_bytes());
+        self.scratch
+            .extend_from_slice(&(table as u32).to_le_bytes());
         for v in key {
             v.encode_into(&mut self.scratch);
         }
@@ -307,7 +312,12 @@ impl Ctx {
     }
 
     /// Add to numeric columns of a row without reading it (created with defaults if missing).
-    pub fn increment(&mut self, table: &str, key: impl IntoKey, deltas: &[(&str, Value)]) -> Result<()> {
+    pub fn increment(
+        &mut self,
+        table: &str,
+        key: impl IntoKey,
+        deltas: &[(&str, Value)],
+    ) -> Result<()> {
         let t = self.schema.table(table)?;
         let key = key.into_key().0;
         self.check_key(t, &key)?;
@@ -316,7 +326,10 @@ impl Ctx {
         for (name, by) in deltas {
             let col = info.column(name)?;
             if info.primary_key.contains(&col) {
-                return Err(Error(format!("cannot increment key column `{name}` of `{}`", info.name)));
+                return Err(Error(format!(
+                    "cannot increment key column `{name}` of `{}`",
+                    info.name
+                )));
             }
             cols.push((col, by.clone()));
         }

@@ -27,8 +27,8 @@ pub use bindings::projector::projection::types::Position;
 /// Everything an author needs, in one `use`.
 pub mod prelude {
     pub use crate::{
-        Ctx, Error, Event, EventExt, IntoKey, Key, Kind, Level, Manifest, Projection, Result, Row, Table,
-        Value, log, register_projection,
+        Ctx, Error, Event, EventExt, IntoKey, Key, Kind, Level, Manifest, Projection, Result, Row,
+        Table, Value, log, register_projection,
     };
 }
 

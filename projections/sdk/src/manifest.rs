@@ -33,7 +33,10 @@ impl Manifest {
 
     /// Only events on streams starting with one of these prefixes reach the projection.
     pub fn stream_prefixes<S: AsRef<str>>(mut self, prefixes: impl IntoIterator<Item = S>) -> Self {
-        self.stream_prefixes = prefixes.into_iter().map(|s| s.as_ref().to_string()).collect();
+        self.stream_prefixes = prefixes
+            .into_iter()
+            .map(|s| s.as_ref().to_string())
+            .collect();
         self
     }
 
@@ -90,13 +93,21 @@ impl Table {
 
     /// The primary key, by column names.
     pub fn primary_key<S: AsRef<str>>(mut self, columns: impl IntoIterator<Item = S>) -> Self {
-        self.primary_key = columns.into_iter().map(|s| s.as_ref().to_string()).collect();
+        self.primary_key = columns
+            .into_iter()
+            .map(|s| s.as_ref().to_string())
+            .collect();
         self
     }
 
     /// A secondary index, by column names.
     pub fn index<S: AsRef<str>>(mut self, columns: impl IntoIterator<Item = S>) -> Self {
-        self.indexes.push(columns.into_iter().map(|s| s.as_ref().to_string()).collect());
+        self.indexes.push(
+            columns
+                .into_iter()
+                .map(|s| s.as_ref().to_string())
+                .collect(),
+        );
         self
     }
 
@@ -106,7 +117,11 @@ impl Table {
             columns: self
                 .columns
                 .into_iter()
-                .map(|(name, kind, nullable)| wit::Column { name, kind, nullable })
+                .map(|(name, kind, nullable)| wit::Column {
+                    name,
+                    kind,
+                    nullable,
+                })
                 .collect(),
             primary_key: self.primary_key,
             indexes: self.indexes,

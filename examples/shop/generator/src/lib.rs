@@ -45,21 +45,55 @@ pub fn generate(seed: u64, count: u64, out: &mut impl Write) -> std::io::Result<
         let roll = rng.below(100);
         let (stream, event_type, data) = if roll < 6 {
             // Carts: an `ItemAdded` on a stream that is not an order's.
-            let cart = if rng.chance(50) || next_cart == 1 { next_cart += 1; next_cart - 1 } else { 1 + rng.below(next_cart) };
-            let ty = if rng.chance(80) { "ItemAdded" } else { "CartCheckedOut" };
-            (format!("cart-{cart}"), ty.to_string(), json!({"cartId": format!("C{cart}"), "productId": format!("P{}", rng.below(500)), "quantity": 1 + rng.below(3), "priceCents": 100 + rng.below(9900)}))
+            let cart = if rng.chance(50) || next_cart == 1 {
+                next_cart += 1;
+                next_cart - 1
+            } else {
+                1 + rng.below(next_cart)
+            };
+            let ty = if rng.chance(80) {
+                "ItemAdded"
+            } else {
+                "CartCheckedOut"
+            };
+            (
+                format!("cart-{cart}"),
+                ty.to_string(),
+                json!({"cartId": format!("C{cart}"), "productId": format!("P{}", rng.below(500)), "quantity": 1 + rng.below(3), "priceCents": 100 + rng.below(9900)}),
+            )
         } else if roll < 8 {
-            (format!("$$order-{}", 1 + rng.below(next_order)), "$metadata".to_string(), json!({"$maxAge": 86400}))
+            (
+                format!("$$order-{}", 1 + rng.below(next_order)),
+                "$metadata".to_string(),
+                json!({"$maxAge": 86400}),
+            )
         } else if roll < 9 {
-            ("$stats-127.0.0.1:2113".to_string(), "$statsCollected".to_string(), json!({"proc-cpu": rng.below(100)}))
+            (
+                "$stats-127.0.0.1:2113".to_string(),
+                "$statsCollected".to_string(),
+                json!({"proc-cpu": rng.below(100)}),
+            )
         } else if roll < 11 {
             let c = 1 + rng.below(customers);
-            (format!("customer-{c}"), "CustomerRegistered".to_string(), json!({"customerId": format!("U{c}"), "email": format!("user{c}@example.com")}))
+            (
+                format!("customer-{c}"),
+                "CustomerRegistered".to_string(),
+                json!({"customerId": format!("U{c}"), "email": format!("user{c}@example.com")}),
+            )
         } else if roll < 12 {
             // An order event for an order that was never created: ignored by both.
             let ghost = 1_000_000_000 + n;
-            let ty = ["OrderConfirmed", "OrderCancelled", "OrderShipped", "ItemAdded"][rng.below(4) as usize];
-            (format!("order-{ghost}"), ty.to_string(), json!({"orderId": format!("O{ghost}"), "reason": "unknown", "carrier": "none", "productId": "P1", "quantity": 1, "priceCents": 100}))
+            let ty = [
+                "OrderConfirmed",
+                "OrderCancelled",
+                "OrderShipped",
+                "ItemAdded",
+            ][rng.below(4) as usize];
+            (
+                format!("order-{ghost}"),
+                ty.to_string(),
+                json!({"orderId": format!("O{ghost}"), "reason": "unknown", "carrier": "none", "productId": "P1", "quantity": 1, "priceCents": 100}),
+            )
         } else if open.len() < 50 || (open.len() < 2000 && rng.chance(30)) {
             let id = next_order;
             next_order += 1;
@@ -68,18 +102,47 @@ pub fn generate(seed: u64, count: u64, out: &mut impl Write) -> std::io::Result<
                 .map(|_| json!({"productId": format!("P{}", rng.below(500)), "quantity": 1 + rng.below(5), "priceCents": 100 + rng.below(19_900)}))
                 .collect();
             let customer = 1 + rng.below(customers);
-            (format!("order-{id}"), "OrderCreated".to_string(), json!({"orderId": format!("O{id}"), "customerId": format!("U{customer}"), "items": items}))
+            (
+                format!("order-{id}"),
+                "OrderCreated".to_string(),
+                json!({"orderId": format!("O{id}"), "customerId": format!("U{customer}"), "items": items}),
+            )
         } else {
             let i = rng.below(open.len() as u64) as usize;
             let (id, stage) = (open[i].id, open[i].stage);
             let oid = format!("O{id}");
             let (ty, data, done, next_stage) = match stage {
-                0 if rng.chance(35) => ("ItemAdded", json!({"orderId": oid, "productId": format!("P{}", rng.below(500)), "quantity": 1 + rng.below(3), "priceCents": 100 + rng.below(9_900)}), false, 0),
-                0 if rng.chance(12) => ("OrderCancelled", json!({"orderId": oid, "reason": "customer changed their mind"}), true, 0),
+                0 if rng.chance(35) => (
+                    "ItemAdded",
+                    json!({"orderId": oid, "productId": format!("P{}", rng.below(500)), "quantity": 1 + rng.below(3), "priceCents": 100 + rng.below(9_900)}),
+                    false,
+                    0,
+                ),
+                0 if rng.chance(12) => (
+                    "OrderCancelled",
+                    json!({"orderId": oid, "reason": "customer changed their mind"}),
+                    true,
+                    0,
+                ),
                 0 => ("OrderConfirmed", json!({"orderId": oid}), false, 1),
-                1 if rng.chance(20) => ("ItemAdded", json!({"orderId": oid, "productId": format!("P{}", rng.below(500)), "quantity": 1, "priceCents": 100 + rng.below(4_900)}), false, 1),
-                1 if rng.chance(15) => ("OrderCancelled", json!({"orderId": oid, "reason": "payment failed"}), true, 1),
-                _ => ("OrderShipped", json!({"orderId": oid, "carrier": CARRIERS[rng.below(3) as usize]}), true, 2),
+                1 if rng.chance(20) => (
+                    "ItemAdded",
+                    json!({"orderId": oid, "productId": format!("P{}", rng.below(500)), "quantity": 1, "priceCents": 100 + rng.below(4_900)}),
+                    false,
+                    1,
+                ),
+                1 if rng.chance(15) => (
+                    "OrderCancelled",
+                    json!({"orderId": oid, "reason": "payment failed"}),
+                    true,
+                    1,
+                ),
+                _ => (
+                    "OrderShipped",
+                    json!({"orderId": oid, "carrier": CARRIERS[rng.below(3) as usize]}),
+                    true,
+                    2,
+                ),
             };
             if done {
                 open.swap_remove(i);
@@ -139,17 +202,37 @@ impl Fold {
             return;
         }
         let id = data["orderId"].as_str().unwrap_or_default().to_string();
-        let sum = |items: &Value, f: &dyn Fn(&Value) -> i64| items.as_array().map_or(0, |a| a.iter().map(f).sum::<i64>());
+        let sum = |items: &Value, f: &dyn Fn(&Value) -> i64| {
+            items.as_array().map_or(0, |a| a.iter().map(f).sum::<i64>())
+        };
         match event_type {
             "OrderCreated" => {
                 let items = &data["items"];
                 let count = sum(items, &|i| i["quantity"].as_i64().unwrap_or(0));
-                let total = sum(items, &|i| i["quantity"].as_i64().unwrap_or(0) * i["priceCents"].as_i64().unwrap_or(0));
+                let total = sum(items, &|i| {
+                    i["quantity"].as_i64().unwrap_or(0) * i["priceCents"].as_i64().unwrap_or(0)
+                });
                 let customer = data["customerId"].as_str().unwrap_or_default().to_string();
                 let events = self.orders.get(&id).map_or(0, |o| o.events) + 1;
-                self.orders.insert(id.clone(), OrderRow { order_id: id.clone(), customer_id: customer.clone(), status: "created".into(), item_count: count, total_cents: total, events });
+                self.orders.insert(
+                    id.clone(),
+                    OrderRow {
+                        order_id: id.clone(),
+                        customer_id: customer.clone(),
+                        status: "created".into(),
+                        item_count: count,
+                        total_cents: total,
+                        events,
+                    },
+                );
                 self.confirmed_cents.insert(id, 0);
-                let c = self.customers.entry(customer.clone()).or_insert_with(|| CustomerRow { customer_id: customer, ..Default::default() });
+                let c = self
+                    .customers
+                    .entry(customer.clone())
+                    .or_insert_with(|| CustomerRow {
+                        customer_id: customer,
+                        ..Default::default()
+                    });
                 c.orders += 1;
             }
             "ItemAdded" => {
@@ -161,7 +244,9 @@ impl Fold {
                 }
             }
             "OrderConfirmed" | "OrderCancelled" | "OrderShipped" => {
-                let Some(o) = self.orders.get_mut(&id) else { return };
+                let Some(o) = self.orders.get_mut(&id) else {
+                    return;
+                };
                 o.events += 1;
                 o.status = match event_type {
                     "OrderConfirmed" => "confirmed",
@@ -170,7 +255,13 @@ impl Fold {
                 }
                 .into();
                 let (customer, total) = (o.customer_id.clone(), o.total_cents);
-                let c = self.customers.entry(customer.clone()).or_insert_with(|| CustomerRow { customer_id: customer, ..Default::default() });
+                let c = self
+                    .customers
+                    .entry(customer.clone())
+                    .or_insert_with(|| CustomerRow {
+                        customer_id: customer,
+                        ..Default::default()
+                    });
                 let added = self.confirmed_cents.entry(id).or_insert(0);
                 if event_type == "OrderConfirmed" {
                     c.confirmed += 1;
@@ -196,7 +287,11 @@ impl Fold {
                 continue;
             }
             let v: Value = serde_json::from_str(&line).map_err(std::io::Error::other)?;
-            fold.apply(v["stream"].as_str().unwrap_or_default(), v["type"].as_str().unwrap_or_default(), &v["data"]);
+            fold.apply(
+                v["stream"].as_str().unwrap_or_default(),
+                v["type"].as_str().unwrap_or_default(),
+                &v["data"],
+            );
         }
         Ok(fold)
     }

@@ -27,7 +27,8 @@ fn main() -> anyhow::Result<()> {
         shop_events::generate(args.seed, args.count, &mut out)?;
         out.flush()?;
     } else {
-        let file = std::fs::File::create(&args.output).with_context(|| format!("creating {}", args.output.display()))?;
+        let file = std::fs::File::create(&args.output)
+            .with_context(|| format!("creating {}", args.output.display()))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         shop_events::generate(args.seed, args.count, &mut out)?;
         out.flush()?;

@@ -12,10 +12,17 @@ impl projector_sdk::__private::Guest for Undeclared {
         Manifest {
             name: "undeclared-table".into(),
             version: 1,
-            interests: Interests { event_types: vec![], stream_prefixes: vec![] },
+            interests: Interests {
+                event_types: vec![],
+                stream_prefixes: vec![],
+            },
             tables: vec![Table {
                 name: "things".into(),
-                columns: vec![Column { name: "id".into(), kind: ColumnKind::Text, nullable: false }],
+                columns: vec![Column {
+                    name: "id".into(),
+                    kind: ColumnKind::Text,
+                    nullable: false,
+                }],
                 primary_key: vec!["id".into()],
                 indexes: vec![],
             }],
@@ -25,10 +32,16 @@ impl projector_sdk::__private::Guest for Undeclared {
     fn handle(batch: Vec<Event>) -> Result<Vec<Op>, HandleError> {
         let mut ops = Vec::new();
         for e in &batch {
-            ops.push(Op::Upsert(RowOp { table: "things".into(), row: vec![Value::Text(e.event_id.clone())] }));
+            ops.push(Op::Upsert(RowOp {
+                table: "things".into(),
+                row: vec![Value::Text(e.event_id.clone())],
+            }));
             // Events whose type is "Evil" also write into a table the module never declared.
             if e.event_type == "Evil" {
-                ops.push(Op::Upsert(RowOp { table: "sqlite_master".into(), row: vec![Value::Text("x".into())] }));
+                ops.push(Op::Upsert(RowOp {
+                    table: "sqlite_master".into(),
+                    row: vec![Value::Text("x".into())],
+                }));
             }
         }
         Ok(ops)

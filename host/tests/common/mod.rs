@@ -1,0 +1,129 @@
+//! Shared test helpers: guest components built from source, event files, configs,
+//! and reading read models back.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use projector::config::{BatchSettings, Config};
+use projector::runtime::Limits;
+use shop_events::{CustomerRow, OrderRow};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Build a guest crate under `projections/` once per test process; returns the component.
+pub fn guest(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<BTreeMap<String, PathBuf>>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| Mutex::new(BTreeMap::new()));
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = built.get(name) {
+        return p.clone();
+    }
+    let dir = ["", "test-fixtures/"]
+        .iter()
+        .map(|sub| repo().join("projections").join(format!("{sub}{name}")))
+        .find(|d| d.join("Cargo.toml").exists())
+        .unwrap_or_else(|| panic!("no guest crate named {name}"));
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("guests")
+        .join(format!("{name}.wasm"));
+    projector::toolchain::build(&dir, Some(&out))
+        .unwrap_or_else(|e| panic!("building guest {name}: {e:#}"));
+    built.insert(name.to_string(), out.clone());
+    out
+}
+
+/// A fresh modules folder holding the named guests.
+pub fn modules(dir: &Path, names: &[&str]) -> PathBuf {
+    let m = dir.join("modules");
+    std::fs::create_dir_all(&m).unwrap();
+    for name in names {
+        std::fs::copy(guest(name), m.join(format!("{name}.wasm"))).unwrap();
+    }
+    m
+}
+
+/// Write `count` shop events from `seed` to `path`.
+pub fn shop_events(path: &Path, seed: u64, count: u64) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    shop_events::generate(seed, count, &mut f).unwrap();
+    std::io::Write::flush(&mut f).unwrap();
+}
+
+/// A config over `source` with data in `dir/data`.
+pub fn config(dir: &Path, source: &Path, modules: &Path, max_events: usize) -> Config {
+    Config {
+        source: source.to_string_lossy().into_owned(),
+        data: dir.join("data"),
+        modules: modules.to_path_buf(),
+        batch: BatchSettings {
+            max_events,
+            commit_events: 5_000,
+            commit_interval_ms: 1000,
+            poll_ms: 10,
+        },
+        limits: Limits::default(),
+        projections: Default::default(),
+    }
+}
+
+/// Run to the end of the source in-process.
+pub fn run_once(config: &Config) -> projector::RunSummary {
+    projector::run(
+        config,
+        projector::RunOptions {
+            once: true,
+            progress: false,
+        },
+        Arc::new(AtomicBool::new(false)),
+    )
+    .expect("run")
+}
+
+/// Rows of a query, parsed from the NDJSON `projector query` prints.
+pub fn query<T: serde::de::DeserializeOwned>(data: &Path, projection: &str, sql: &str) -> Vec<T> {
+    let mut out = Vec::new();
+    projector::query::query(data, projection, sql, &mut out)
+        .unwrap_or_else(|e| panic!("query {sql}: {e:#}"));
+    String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The `orders` table of order-summary.
+pub fn orders(data: &Path) -> BTreeMap<String, OrderRow> {
+    query::<OrderRow>(data, "order-summary", "SELECT * FROM orders")
+        .into_iter()
+        .map(|r| (r.order_id.clone(), r))
+        .collect()
+}
+
+/// The `customers` table of customer-stats.
+pub fn customers(data: &Path) -> BTreeMap<String, CustomerRow> {
+    query::<CustomerRow>(data, "customer-stats", "SELECT * FROM customers")
+        .into_iter()
+        .map(|r| (r.customer_id.clone(), r))
+        .collect()
+}
+
+/// Assert two tables are equal, naming the first differing row.
+pub fn assert_same<T: PartialEq + std::fmt::Debug>(
+    what: &str,
+    got: &BTreeMap<String, T>,
+    want: &BTreeMap<String, T>,
+) {
+    for (k, w) in want {
+        assert_eq!(got.get(k), Some(w), "{what}: row {k} differs");
+    }
+    assert_eq!(got.len(), want.len(), "{what}: extra rows");
+}
