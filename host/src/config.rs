@@ -44,7 +44,7 @@ pub struct BatchSettings {
 impl Default for BatchSettings {
     fn default() -> Self {
         BatchSettings {
-            max_events: 2000,
+            max_events: 10_000,
             commit_events: 200_000,
             commit_interval_ms: 1000,
             poll_ms: 50,

@@ -33,6 +33,10 @@ pub struct ProjectionReport {
     pub ops_written: u64,
     pub fuel_used: u64,
     pub batches: u64,
+    /// Seconds spent reading the source, in Wasm, writing SQLite, committing.
+    pub seconds: [f64; 4],
+    /// Seconds of the Wasm time spent serving `get` from SQLite.
+    pub get_seconds: f64,
     /// None when it ran cleanly; the reason otherwise.
     pub error: Option<String>,
 }
@@ -107,6 +111,8 @@ pub fn run(config: &Config, options: RunOptions, shutdown: Arc<AtomicBool>) -> R
     let started = Instant::now();
     std::fs::create_dir_all(&config.data)
         .with_context(|| format!("creating data dir {}", config.data.display()))?;
+    // Create the catalog before runners open it concurrently.
+    crate::store::Catalog::open(&config.data)?;
     let runtime = Runtime::new(config.limits.clone(), Some(config.data.join("cache")))?;
     let (modules, rejected) = load_modules(&runtime, &config.modules)?;
     if modules.is_empty() {
@@ -160,6 +166,14 @@ pub fn run(config: &Config, options: RunOptions, shutdown: Arc<AtomicBool>) -> R
             ops_written: load(&stats.ops_written),
             fuel_used: load(&stats.fuel_used),
             batches: load(&stats.batches),
+            get_seconds: load(&stats.get_ns) as f64 / 1e9,
+            seconds: [
+                &stats.read_ns,
+                &stats.wasm_ns,
+                &stats.write_ns,
+                &stats.commit_ns,
+            ]
+            .map(|a| load(a) as f64 / 1e9),
             error: result.err().map(|e| format!("{e:#}")),
         });
     }
@@ -237,12 +251,17 @@ pub fn format_summary(s: &RunSummary) -> String {
     }
     for p in by_name.values() {
         out.push_str(&format!(
-            "  {:<20} v{:<3} {:>10} events read {:>10} handled {:>10} ops  {}\n",
+            "  {:<16} v{:<3} {:>9} events read {:>9} handled {:>9} ops | read {:.2}s wasm {:.2}s (get {:.2}s) sqlite {:.2}s commit {:.2}s | {}\n",
             p.name,
             p.version,
             p.events_read,
             p.events_handled,
             p.ops_written,
+            p.seconds[0],
+            p.seconds[1],
+            p.get_seconds,
+            p.seconds[2],
+            p.seconds[3],
             p.error
                 .as_deref()
                 .map_or("ok".to_string(), |e| format!("FAULTED: {e}")),

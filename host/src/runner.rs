@@ -29,6 +29,17 @@ pub struct Stats {
     pub progress_done: AtomicU64,
     pub progress_total: AtomicU64,
     pub caught_up: AtomicBool,
+    /// Nanoseconds spent reading the source, in Wasm, writing SQLite, committing.
+    pub read_ns: AtomicU64,
+    pub wasm_ns: AtomicU64,
+    pub write_ns: AtomicU64,
+    pub commit_ns: AtomicU64,
+    /// Part of `wasm_ns` spent serving `get` imports.
+    pub get_ns: AtomicU64,
+}
+
+fn add_time(counter: &AtomicU64, since: Instant) {
+    counter.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
 }
 
 /// Why a projection stopped processing.
@@ -89,6 +100,7 @@ impl Runner {
         let mut caught_up = false;
         while !self.shutdown.load(Ordering::Relaxed) {
             events.clear();
+            let t0 = Instant::now();
             let read = match source.read_batch(&mut events, self.batch.max_events) {
                 Ok(read) => read,
                 Err(e) => {
@@ -103,6 +115,7 @@ impl Runner {
                     return Err(e.context(format!("projection `{name}`")));
                 }
             };
+            add_time(&self.stats.read_ns, t0);
             let p = source.progress();
             self.stats.progress_done.store(p.done, Ordering::Relaxed);
             self.stats.progress_total.store(p.total, Ordering::Relaxed);
@@ -164,7 +177,9 @@ impl Runner {
                 || uncommitted >= self.batch.commit_events
                 || last_commit.elapsed() >= Duration::from_millis(self.batch.commit_interval_ms)
             {
+                let t0 = Instant::now();
                 d.commit()?;
+                add_time(&self.stats.commit_ns, t0);
                 uncommitted = 0;
                 last_commit = Instant::now();
             }
@@ -196,10 +211,13 @@ impl Runner {
         let ops = if events.is_empty() {
             Vec::new()
         } else {
+            let t0 = Instant::now();
             let (stats, result) = self.module.handle(db, events);
+            add_time(&self.stats.wasm_ns, t0);
             self.stats
                 .fuel_used
                 .fetch_add(stats.fuel_used, Ordering::Relaxed);
+            self.stats.get_ns.fetch_add(stats.get_ns, Ordering::Relaxed);
             let name = &self.module.schema().name;
             for (level, msg) in &stats.logs {
                 match level {
@@ -218,6 +236,9 @@ impl Runner {
         let db = db
             .as_mut()
             .expect("the module returns the db after the call");
-        Ok(db.apply_batch(&ops, next, limits)?)
+        let t0 = Instant::now();
+        let written = db.apply_batch(&ops, next, limits)?;
+        add_time(&self.stats.write_ns, t0);
+        Ok(written)
     }
 }

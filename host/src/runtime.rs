@@ -75,6 +75,8 @@ pub enum CallError {
     OutOfFuel,
     #[error("the module ran past its {0} ms deadline")]
     Timeout(u64),
+    #[error("the module went over its {0} MiB memory limit")]
+    MemoryLimit(usize),
     #[error("the module trapped: {0}")]
     Trap(String),
 }
@@ -87,6 +89,7 @@ pub struct HostState {
     /// Log lines of the current call, for the runner to emit and to explain traps.
     pub logs: Vec<(Level, String)>,
     dropped_logs: usize,
+    get_ns: u64,
 }
 
 impl wit::Host for HostState {}
@@ -96,8 +99,12 @@ impl bindings::projector::projection::read_model::Host for HostState {
         let db = self.db.as_mut().ok_or_else(|| {
             wasmtime::Error::msg("read-model `get` is not available while loading the manifest")
         })?;
-        db.get(&table, &key)
-            .map_err(|e| wasmtime::Error::msg(e.to_string()))
+        let t0 = std::time::Instant::now();
+        let row = db
+            .get(&table, &key)
+            .map_err(|e| wasmtime::Error::msg(e.to_string()));
+        self.get_ns += t0.elapsed().as_nanos() as u64;
+        row
     }
 }
 
@@ -257,6 +264,8 @@ pub struct CallStats {
     pub fuel_used: u64,
     pub logs: Vec<(Level, String)>,
     pub dropped_logs: usize,
+    /// Nanoseconds spent serving `get`.
+    pub get_ns: u64,
 }
 
 impl Module {
@@ -289,6 +298,7 @@ impl Module {
             fuel_used,
             logs: std::mem::take(&mut state.logs),
             dropped_logs: state.dropped_logs,
+            get_ns: state.get_ns,
         };
         let result = match out {
             Ok(Ok(ops)) => Ok(ops),
@@ -302,6 +312,9 @@ impl Module {
         match e.downcast_ref::<Trap>() {
             Some(Trap::OutOfFuel) => CallError::OutOfFuel,
             Some(Trap::Interrupt) => CallError::Timeout(self.limits.timeout_ms),
+            _ if format!("{e:#}").contains("growing memory") => {
+                CallError::MemoryLimit(self.limits.memory_mib)
+            }
             _ => {
                 // A guest panic logs its message just before it aborts: name it.
                 let last_error = logs
@@ -338,6 +351,7 @@ impl Module {
             max_log_lines: self.limits.max_log_lines,
             logs: Vec::new(),
             dropped_logs: 0,
+            get_ns: 0,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);

@@ -153,9 +153,12 @@ impl Default for Position {
 fn tune(conn: &Connection) -> rusqlite::Result<()> {
     // WAL: readers never block the writer. NORMAL: a crash of the process loses nothing
     // committed; a power loss may lose the last commits, never consistency.
+    // The busy timeout first: switching to WAL needs a lock another connection may hold.
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.execute_batch(
         "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-65536;
-         PRAGMA temp_store=MEMORY; PRAGMA busy_timeout=10000; PRAGMA wal_autocheckpoint=10000;",
+         PRAGMA temp_store=MEMORY; PRAGMA wal_autocheckpoint=10000;
+         PRAGMA mmap_size=268435456;",
     )
 }
 

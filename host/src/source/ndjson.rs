@@ -5,7 +5,6 @@
 //! of an event is its line number (1-based; blank lines count but carry no event).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -38,17 +37,10 @@ struct Line<'a> {
     id: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     metadata: Option<&'a RawValue>,
-    #[serde(default)]
-    created: Option<Created>,
+    #[serde(default, borrow)]
+    created: Option<&'a RawValue>,
     #[serde(default)]
     revision: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Created {
-    Millis(u64),
-    Text(String),
 }
 
 /// Only what skipping needs: the stream and revision (to keep revisions counting).
@@ -72,7 +64,7 @@ pub struct NdjsonSource {
     offset: u64,
     len: u64,
     /// Next revision per stream, for lines that carry none.
-    revisions: HashMap<String, u64>,
+    revisions: rustc_hash::FxHashMap<String, u64>,
     /// A bad line met after good ones: the good ones go out first, this on the next read.
     pending_error: Option<anyhow::Error>,
 }
@@ -97,7 +89,7 @@ impl NdjsonSource {
             line_no: 0,
             offset: 0,
             len,
-            revisions: HashMap::new(),
+            revisions: Default::default(),
             pending_error: None,
         };
         if let Some(from) = from {
@@ -232,6 +224,23 @@ impl EventSource for NdjsonSource {
 }
 
 impl NdjsonSource {
+    /// `created`: milliseconds since the epoch, or an RFC 3339 string.
+    fn created_ms(&self, raw: &str) -> Result<u64> {
+        if let Ok(ms) = raw.parse::<u64>() {
+            return Ok(ms);
+        }
+        let text: String = serde_json::from_str(raw).map_err(|_| {
+            self.malformed(format!(
+                "`created` must be ms since the epoch or an RFC 3339 string, got {raw}"
+            ))
+        })?;
+        let t = humantime::parse_rfc3339_weak(&text)
+            .map_err(|e| self.malformed(format!("`created` {text:?} is not RFC 3339: {e}")))?;
+        Ok(t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0))
+    }
+
     fn event(&mut self, l: Line<'_>, out: &mut Vec<Event>) -> Result<()> {
         if l.stream.is_empty() {
             return Err(self.malformed("`stream` is empty"));
@@ -245,12 +254,7 @@ impl NdjsonSource {
         }
         let created_ms = match l.created {
             None => 0,
-            Some(Created::Millis(ms)) => ms,
-            Some(Created::Text(t)) => humantime::parse_rfc3339_weak(&t)
-                .map_err(|e| self.malformed(format!("`created` {t:?} is not RFC 3339: {e}")))?
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
+            Some(raw) => self.created_ms(raw.get())?,
         };
         let line = self.line_no;
         out.push(Event {

@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use rustc_hash::FxHashMap;
+
 use crate::bindings::projector::projection::{read_model, types as wit};
 use crate::value::IntoKey;
 use crate::{Error, Kind, Manifest, Result, Value};
@@ -176,7 +178,7 @@ pub struct Ctx {
     schema: &'static Schema,
     /// Touched rows, in first-touch order so the emitted ops are deterministic.
     entries: Vec<Entry>,
-    index: HashMap<Vec<u8>, usize>,
+    index: FxHashMap<Vec<u8>, usize>,
     scratch: Vec<u8>,
 }
 
@@ -185,7 +187,7 @@ impl Ctx {
         Ctx {
             schema,
             entries: Vec::new(),
-            index: HashMap::new(),
+            index: FxHashMap::default(),
             scratch: Vec::new(),
         }
     }
