@@ -59,6 +59,10 @@ pub enum ErrorPolicy {
     /// Stop the projection, leave the batch uncommitted, record the reason.
     #[default]
     Stop,
+    /// Retry the batch event by event; skip (and log) the event that fails.
+    Skip,
+    /// Like `skip`, and record the event and the error in `_projector_dead_letters`.
+    DeadLetter,
 }
 
 /// Settings of one projection.

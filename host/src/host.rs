@@ -33,6 +33,8 @@ pub struct ProjectionReport {
     pub ops_written: u64,
     pub fuel_used: u64,
     pub batches: u64,
+    /// Events skipped or dead-lettered under the error policy.
+    pub events_failed: u64,
     /// Seconds spent reading the source, in Wasm, writing SQLite, committing.
     pub seconds: [f64; 4],
     /// Seconds of the Wasm time spent serving `get` from SQLite.
@@ -131,6 +133,11 @@ pub fn run(config: &Config, options: RunOptions, shutdown: Arc<AtomicBool>) -> R
             source: config.source.clone(),
             batch: config.batch.clone(),
             once: options.once,
+            policy: config
+                .projections
+                .get(&module.schema().name)
+                .map(|p| p.error_policy)
+                .unwrap_or_default(),
             shutdown: shutdown.clone(),
             stats: stats.clone(),
         };
@@ -166,6 +173,7 @@ pub fn run(config: &Config, options: RunOptions, shutdown: Arc<AtomicBool>) -> R
             ops_written: load(&stats.ops_written),
             fuel_used: load(&stats.fuel_used),
             batches: load(&stats.batches),
+            events_failed: load(&stats.events_failed),
             get_seconds: load(&stats.get_ns) as f64 / 1e9,
             seconds: [
                 &stats.read_ns,

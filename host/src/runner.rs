@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 
-use crate::config::BatchSettings;
+use crate::config::{BatchSettings, ErrorPolicy};
 use crate::runtime::wit::Level;
 use crate::runtime::{CallError, Module};
 use crate::source::{self, EventSource, Filter};
@@ -36,6 +36,8 @@ pub struct Stats {
     pub commit_ns: AtomicU64,
     /// Part of `wasm_ns` spent serving `get` imports.
     pub get_ns: AtomicU64,
+    /// Events skipped or dead-lettered under the error policy.
+    pub events_failed: AtomicU64,
 }
 
 fn add_time(counter: &AtomicU64, since: Instant) {
@@ -49,6 +51,8 @@ pub enum Fault {
     Module(#[from] CallError),
     #[error("{0}")]
     Ops(#[from] OpError),
+    #[error("recording a failed event: {0}")]
+    Record(String),
 }
 
 /// A fault with where it happened.
@@ -70,6 +74,8 @@ pub struct Runner {
     pub batch: BatchSettings,
     /// Exit when the end of the source is reached (instead of following it).
     pub once: bool,
+    /// What a failing batch does: stop, or isolate and skip / dead-letter the bad event.
+    pub policy: ErrorPolicy,
     pub shutdown: Arc<AtomicBool>,
     pub stats: Arc<Stats>,
 }
@@ -103,6 +109,27 @@ impl Runner {
             let t0 = Instant::now();
             let read = match source.read_batch(&mut events, self.batch.max_events) {
                 Ok(read) => read,
+                Err(e)
+                    if self.policy != ErrorPolicy::Stop
+                        && e.downcast_ref::<source::ndjson::MalformedLine>().is_some() =>
+                {
+                    let bad = e
+                        .downcast_ref::<source::ndjson::MalformedLine>()
+                        .map_or(0, |m| m.line);
+                    let at = crate::runtime::wit::Position {
+                        commit: bad,
+                        prepare: bad,
+                    };
+                    let d = db.as_mut().expect("db is back");
+                    d.begin()?;
+                    self.record_failure(d, at, None, &format!("{e:#}"))?;
+                    checkpoint = Checkpoint {
+                        position: at,
+                        events: checkpoint.events + 1,
+                    };
+                    d.apply_batch(&[], checkpoint, self.module_limits())?;
+                    continue;
+                }
                 Err(e) => {
                     // Bad input stops this projection; what was applied before it stays.
                     db.as_mut().expect("db is back").commit()?;
@@ -140,7 +167,16 @@ impl Runner {
                 events: checkpoint.events + read.read,
             };
             db.as_mut().expect("db is back").begin()?;
-            let outcome = self.process(&mut db, &events, next, limits);
+            let outcome = match self.process(&mut db, &events, next, limits) {
+                Err(fault)
+                    if self.policy != ErrorPolicy::Stop
+                        && !matches!(fault, Fault::Ops(OpError::Sql(_))) =>
+                {
+                    tracing::warn!(projection = %name, "batch failed ({fault}); retrying it event by event");
+                    self.isolate(&mut db, &events, next, limits)
+                }
+                other => other,
+            };
             let d = db.as_mut().expect("db is back");
             match outcome {
                 Ok(ops) => {
@@ -189,6 +225,50 @@ impl Runner {
             catalog.set_state(&name, "stopped", None)?;
         }
         tracing::info!(projection = %name, position = checkpoint.position.commit, "stopped");
+        Ok(())
+    }
+
+    /// Apply a failed batch one event at a time; the events that fail are skipped or
+    /// dead-lettered, the others apply in order. All inside the open transaction.
+    fn isolate(
+        &self,
+        db: &mut Option<ProjectionDb>,
+        events: &[crate::runtime::wit::Event],
+        next: Checkpoint,
+        limits: OpLimits,
+    ) -> Result<usize, Fault> {
+        let mut written = 0;
+        for event in events {
+            // The checkpoint is only durable at COMMIT, after the whole batch: `next` throughout.
+            match self.process(db, std::slice::from_ref(event), next, limits) {
+                Ok(n) => written += n,
+                Err(Fault::Ops(OpError::Sql(e))) => return Err(Fault::Ops(OpError::Sql(e))),
+                Err(fault) => {
+                    let d = db.as_mut().expect("db is back");
+                    self.record_failure(d, event.position, Some(event), &fault.to_string())
+                        .map_err(|e| Fault::Record(format!("{e:#}")))?;
+                }
+            }
+        }
+        let d = db.as_mut().expect("db is back");
+        d.apply_batch(&[], next, limits)?;
+        Ok(written)
+    }
+
+    /// Skip or dead-letter one failed event, as the policy says.
+    fn record_failure(
+        &self,
+        db: &mut ProjectionDb,
+        at: crate::runtime::wit::Position,
+        event: Option<&crate::runtime::wit::Event>,
+        error: &str,
+    ) -> Result<()> {
+        let name = &self.module.schema().name;
+        self.stats.events_failed.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(projection = %name, position = at.commit, policy = ?self.policy, "event failed: {error}");
+        if self.policy == ErrorPolicy::DeadLetter {
+            db.dead_letter(at, event, error)?;
+        }
         Ok(())
     }
 

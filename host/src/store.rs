@@ -182,7 +182,10 @@ impl ProjectionDb {
             "CREATE TABLE IF NOT EXISTS _projector_checkpoint (
                  id INTEGER PRIMARY KEY CHECK (id = 0),
                  commit_position INTEGER NOT NULL, prepare_position INTEGER NOT NULL, events INTEGER NOT NULL);
-             CREATE TABLE IF NOT EXISTS _projector_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+             CREATE TABLE IF NOT EXISTS _projector_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS _projector_dead_letters (
+                 commit_position INTEGER NOT NULL, prepare_position INTEGER NOT NULL,
+                 event_id TEXT, event_type TEXT, stream_id TEXT, error TEXT NOT NULL);",
         )?;
         let stored: Option<String> = conn
             .query_row(
@@ -310,6 +313,29 @@ impl ProjectionDb {
                 Err(e)
             }
         }
+    }
+
+    /// Record an event the projection could not handle (in the open transaction).
+    pub fn dead_letter(
+        &mut self,
+        position: Position,
+        event: Option<&crate::runtime::wit::Event>,
+        error: &str,
+    ) -> Result<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO _projector_dead_letters (commit_position, prepare_position, event_id, event_type, stream_id, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                position.commit as i64,
+                position.prepare as i64,
+                event.map(|e| &e.event_id),
+                event.map(|e| &e.event_type),
+                event.map(|e| &e.stream_id),
+                error
+            ])?;
+        Ok(())
     }
 
     fn write(

@@ -116,3 +116,99 @@ fn a_flood_of_ops_is_refused() {
     let (err, _d) = run_with("Flood", |c| c.limits.max_ops_per_batch = 10_000);
     assert!(err.contains("over the limit of 10000"), "{err}");
 }
+
+/// Under `dead-letter`, the batch is retried event by event: only the bad event is
+/// left out (and recorded); every other event applies, in order.
+#[test]
+fn dead_letter_isolates_the_bad_event_and_records_it() {
+    for policy in [
+        projector::config::ErrorPolicy::DeadLetter,
+        projector::config::ErrorPolicy::Skip,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let events = dir.path().join("events.ndjson");
+        shop_events(&events, 8, 600);
+        let mut lines: Vec<String> = std::fs::read_to_string(&events)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+        lines.insert(
+            300,
+            r#"{"stream":"evil-1","type":"Panic","id":"bad-1","data":{}}"#.to_string(),
+        );
+        // A malformed line (no `type`) goes through the same policy.
+        lines.insert(450, r#"{"stream":"order-1","data":{}}"#.to_string());
+        std::fs::write(&events, lines.join("\n") + "\n").unwrap();
+
+        let m = modules(dir.path(), &["hostile", "order-summary"]);
+        let mut cfg = config(dir.path(), &events, &m, 100);
+        for name in ["hostile", "order-summary"] {
+            cfg.projections.insert(
+                name.into(),
+                projector::config::ProjectionSettings {
+                    error_policy: policy,
+                },
+            );
+        }
+        let summary = run_once(&cfg);
+        assert!(summary.ok(), "{summary:?}");
+        let hostile = summary
+            .projections
+            .iter()
+            .find(|p| p.name == "hostile")
+            .unwrap();
+        assert_eq!(
+            hostile.events_failed, 2,
+            "{policy:?}: the panic and the malformed line"
+        );
+
+        let data = dir.path().join("data");
+        assert_same(
+            "orders",
+            &orders(&data),
+            &Fold::of_file(&events, None).unwrap().orders,
+        );
+        #[derive(serde::Deserialize)]
+        struct Seen {
+            id: String,
+        }
+        let seen: Vec<Seen> = query(&data, "hostile", "SELECT id FROM seen");
+        let want = lines
+            .iter()
+            .filter(|l| !l.contains("\"$") && !l.contains("bad-1") && l.contains("\"type\""))
+            .count();
+        assert_eq!(
+            seen.len(),
+            want,
+            "{policy:?}: every event but the two bad ones"
+        );
+        assert!(!seen.iter().any(|s| s.id == "bad-1"));
+
+        let dead: Vec<serde_json::Value> = query(
+            &data,
+            "hostile",
+            "SELECT commit_position, event_id, event_type, error FROM _projector_dead_letters ORDER BY 1",
+        );
+        if policy == projector::config::ErrorPolicy::DeadLetter {
+            assert_eq!(dead.len(), 2, "{dead:?}");
+            assert_eq!(dead[0]["commit_position"], 301);
+            assert_eq!(dead[0]["event_id"], "bad-1");
+            assert_eq!(dead[0]["event_type"], "Panic");
+            assert!(
+                dead[0]["error"].as_str().unwrap().contains("boom at bad-1"),
+                "{dead:?}"
+            );
+            assert_eq!(dead[1]["commit_position"], 451);
+            assert!(
+                dead[1]["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("missing field `type`"),
+                "{dead:?}"
+            );
+        } else {
+            assert!(dead.is_empty(), "skip records nothing: {dead:?}");
+        }
+    }
+}
