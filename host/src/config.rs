@@ -31,8 +31,10 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BatchSettings {
-    /// Events per call into a module.
+    /// Events per call into a module...
     pub max_events: usize,
+    /// ...or what arrived within this many milliseconds, whichever comes first.
+    pub max_wait_ms: u64,
     /// While catching up, commit after this many events...
     pub commit_events: u64,
     /// ...or after this long, whichever comes first. Live, every batch commits.
@@ -45,6 +47,7 @@ impl Default for BatchSettings {
     fn default() -> Self {
         BatchSettings {
             max_events: 10_000,
+            max_wait_ms: 200,
             commit_events: 200_000,
             commit_interval_ms: 1000,
             poll_ms: 50,

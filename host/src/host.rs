@@ -95,7 +95,7 @@ pub fn load_modules(
                 rejected.push((path, reason));
             }
             Ok(m) => {
-                tracing::info!(module = %path.display(), projection = %m.schema().name, version = m.schema().version, "loaded");
+                tracing::info!(module = %path.display(), projection = %m.schema().name, version = m.schema().version, from_cache = m.from_cache, "loaded");
                 modules.push(Arc::new(m));
             }
             Err(e) => {

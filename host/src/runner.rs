@@ -107,7 +107,11 @@ impl Runner {
         while !self.shutdown.load(Ordering::Relaxed) {
             events.clear();
             let t0 = Instant::now();
-            let read = match source.read_batch(&mut events, self.batch.max_events) {
+            let read = match source.read_batch(
+                &mut events,
+                self.batch.max_events,
+                Duration::from_millis(self.batch.max_wait_ms),
+            ) {
                 Ok(read) => read,
                 Err(e)
                     if self.policy != ErrorPolicy::Stop

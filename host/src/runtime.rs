@@ -177,7 +177,7 @@ impl Runtime {
     /// Compile (or load from cache) a component, check its world and read its manifest.
     pub fn load(&self, wasm: &[u8]) -> Result<Module> {
         let hash = hex::encode(Sha256::digest(wasm));
-        let component = self.compile_cached(wasm, &hash)?;
+        let (component, from_cache) = self.compile_cached(wasm, &hash)?;
         let pre = self.linker.instantiate_pre(&component).map_err(|e| {
             anyhow::anyhow!(
                 "the component does not fit the projector:projection@0.1.0 world: {e:#}"
@@ -191,6 +191,7 @@ impl Runtime {
             engine: self.engine.clone(),
             limits: self.limits.clone(),
             hash,
+            from_cache,
             schema: None,
         };
         let (_state, manifest) = module.call(None, |p, store| p.call_manifest(store), 0);
@@ -201,9 +202,9 @@ impl Runtime {
         Ok(module)
     }
 
-    fn compile_cached(&self, wasm: &[u8], hash: &str) -> Result<Component> {
+    fn compile_cached(&self, wasm: &[u8], hash: &str) -> Result<(Component, bool)> {
         let Some(dir) = &self.cache_dir else {
-            return compile(&self.engine, wasm);
+            return Ok((compile(&self.engine, wasm)?, false));
         };
         // The key covers the engine's settings and version, so stale artifacts never load.
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -213,7 +214,7 @@ impl Runtime {
             // SAFETY: the file was written by `Component::serialize` of this same engine
             // configuration (the key says so) into the host's own data directory.
             match unsafe { Component::deserialize_file(&self.engine, &path) } {
-                Ok(c) => return Ok(c),
+                Ok(c) => return Ok((c, true)),
                 Err(e) => {
                     tracing::warn!(path = %path.display(), "ignoring unreadable compile cache entry: {e}")
                 }
@@ -225,7 +226,7 @@ impl Runtime {
                 .unwrap_or_else(|e| tracing::warn!(path = %path.display(), "could not cache compiled module: {e:#}")),
             Err(e) => tracing::warn!("could not serialize compiled module: {e}"),
         }
-        Ok(component)
+        Ok((component, false))
     }
 }
 
@@ -255,6 +256,8 @@ pub struct Module {
     limits: Limits,
     /// SHA-256 of the component bytes.
     pub hash: String,
+    /// True when the compiled code came from the on-disk cache (no recompile).
+    pub from_cache: bool,
     schema: Option<Arc<Schema>>,
 }
 

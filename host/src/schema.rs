@@ -349,3 +349,102 @@ impl TableSchema {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::wit::{Column, Interests, Table};
+
+    fn manifest(table: &str, column: &str) -> Manifest {
+        Manifest {
+            name: "p".into(),
+            version: 1,
+            interests: Interests {
+                event_types: vec![],
+                stream_prefixes: vec![],
+            },
+            tables: vec![Table {
+                name: table.into(),
+                columns: vec![Column {
+                    name: column.into(),
+                    kind: ColumnKind::Text,
+                    nullable: false,
+                }],
+                primary_key: vec![column.into()],
+                indexes: vec![],
+            }],
+        }
+    }
+
+    #[test]
+    fn names_that_try_to_reach_sql_are_refused() {
+        for bad in [
+            "orders\"; DROP TABLE x; --",
+            "Orders",
+            "1st",
+            "",
+            "a b",
+            "sqlite_master",
+            &"x".repeat(64),
+        ] {
+            assert!(
+                matches!(
+                    Schema::new(&manifest(bad, "id")),
+                    Err(ManifestError::Name { what: "table", .. })
+                ),
+                "table {bad:?}"
+            );
+            assert!(
+                matches!(
+                    Schema::new(&manifest("t", bad)),
+                    Err(ManifestError::Name { what: "column", .. })
+                ),
+                "column {bad:?}"
+            );
+        }
+        let mut m = manifest("t", "id");
+        m.name = "../etc".into();
+        assert_eq!(
+            Schema::new(&m).unwrap_err(),
+            ManifestError::ProjectionName("../etc".into())
+        );
+    }
+
+    #[test]
+    fn structural_mistakes_are_named() {
+        let mut m = manifest("t", "id");
+        m.tables[0].primary_key = vec!["nope".into()];
+        assert_eq!(
+            Schema::new(&m).unwrap_err().to_string(),
+            "table `t`: primary key names unknown column `nope`"
+        );
+        let mut m = manifest("t", "id");
+        m.tables[0].columns[0].nullable = true;
+        assert!(matches!(
+            Schema::new(&m),
+            Err(ManifestError::NullableKey { .. })
+        ));
+        let mut m = manifest("t", "id");
+        m.tables.push(m.tables[0].clone());
+        assert_eq!(
+            Schema::new(&m).unwrap_err(),
+            ManifestError::DuplicateTable("t".into())
+        );
+        let mut m = manifest("t", "id");
+        m.tables.clear();
+        assert_eq!(Schema::new(&m).unwrap_err(), ManifestError::NoTables);
+    }
+
+    #[test]
+    fn sql_is_prepared_from_validated_names() {
+        let s = Schema::new(&manifest("t", "id")).unwrap();
+        assert_eq!(
+            s.tables[0].upsert_sql,
+            "INSERT INTO \"t\" (\"id\") VALUES (?1) ON CONFLICT (\"id\") DO NOTHING"
+        );
+        assert_eq!(
+            s.tables[0].select_sql,
+            "SELECT \"id\" FROM \"t\" WHERE \"id\" = ?1"
+        );
+    }
+}

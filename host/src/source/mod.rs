@@ -31,8 +31,13 @@ pub struct Progress {
 
 /// A stream of events in global order.
 pub trait EventSource: Send {
-    /// Append up to `max` matching events to `out`.
-    fn read_batch(&mut self, out: &mut Vec<Event>, max: usize) -> Result<ReadBatch>;
+    /// Append up to `max` matching events to `out`, reading for at most `max_wait`.
+    fn read_batch(
+        &mut self,
+        out: &mut Vec<Event>,
+        max: usize,
+        max_wait: std::time::Duration,
+    ) -> Result<ReadBatch>;
     /// Bytes (or positions) done out of the known total.
     fn progress(&self) -> Progress;
 }

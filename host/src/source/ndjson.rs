@@ -171,7 +171,13 @@ impl NdjsonSource {
 }
 
 impl EventSource for NdjsonSource {
-    fn read_batch(&mut self, out: &mut Vec<Event>, max: usize) -> Result<ReadBatch> {
+    fn read_batch(
+        &mut self,
+        out: &mut Vec<Event>,
+        max: usize,
+        max_wait: std::time::Duration,
+    ) -> Result<ReadBatch> {
+        let deadline = std::time::Instant::now() + max_wait;
         if let Some(e) = self.pending_error.take() {
             return Err(e);
         }
@@ -199,6 +205,10 @@ impl EventSource for NdjsonSource {
                 break;
             }
             batch.read += 1;
+            // Checking the clock every 256 lines keeps it off the per-event path.
+            if batch.read % 256 == 0 && std::time::Instant::now() >= deadline {
+                break;
+            }
             batch.last = Some(Position {
                 commit: self.line_no,
                 prepare: self.line_no,
@@ -279,5 +289,112 @@ impl NdjsonSource {
                 .unwrap_or_default(),
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn read_all(text: &str, from: Option<u64>, filter: Filter) -> Result<Vec<Event>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("e.ndjson");
+        std::fs::write(&path, text)?;
+        let from = from.map(|l| Position {
+            commit: l,
+            prepare: l,
+        });
+        let mut src = NdjsonSource::open(&path, from, filter, false)?;
+        let (mut all, mut batch) = (Vec::new(), Vec::new());
+        while src
+            .read_batch(&mut batch, 2, Duration::from_secs(1))?
+            .last
+            .is_some()
+        {
+            all.append(&mut batch);
+        }
+        Ok(all)
+    }
+
+    #[test]
+    fn fields_defaults_and_positions() {
+        let text = concat!(
+            r#"{"stream":"a","type":"T","data":{"x":1}}"#,
+            "\n\n",
+            r#"{"stream":"a","type":"T","data":[1],"id":"e2","metadata":{"m":true},"created":"2024-01-02T03:04:05Z"}"#,
+            "\n",
+            r#"{"stream":"b","type":"T","data":null,"revision":7,"created":1700000000000}"#,
+            "\n",
+            r#"{"stream":"b","type":"T","data":"x"}"#, // last line without a newline
+        );
+        let ev = read_all(text, None, Filter::default()).unwrap();
+        assert_eq!(ev.len(), 4);
+        assert_eq!(ev[0].data, br#"{"x":1}"#);
+        assert_eq!(ev[0].position.commit, 1);
+        assert_eq!(ev[0].event_id, "00000000-0000-4000-8000-000000000001");
+        assert_eq!(
+            (ev[1].position.commit, ev[1].revision),
+            (3, 1),
+            "blank lines count, revisions per stream"
+        );
+        assert_eq!(ev[1].metadata, br#"{"m":true}"#);
+        assert_eq!(ev[1].created_ms, 1_704_164_645_000);
+        assert_eq!((ev[2].revision, ev[2].created_ms), (7, 1_700_000_000_000));
+        assert_eq!((ev[3].revision, ev[3].position.commit), (8, 5));
+        // Resuming after line 3 skips what came before but keeps counting revisions.
+        let resumed = read_all(text, Some(3), Filter::default()).unwrap();
+        assert_eq!(
+            resumed.iter().map(|e| e.revision).collect::<Vec<_>>(),
+            vec![7, 8]
+        );
+    }
+
+    #[test]
+    fn malformed_lines_name_the_line_and_the_problem() {
+        for (line, reason) in [
+            (r#"{"type":"T","data":{}}"#, "missing field `stream`"),
+            (r#"{"stream":"a","type":"T"}"#, "missing field `data`"),
+            (r#"{"stream":"","type":"T","data":1}"#, "`stream` is empty"),
+            (
+                r#"{"stream":"a","type":"T","data":1,"created":"yesterday"}"#,
+                "not RFC 3339",
+            ),
+            ("[1,2", "expected a string"),
+            ("{\"stream\":\"a\"", "EOF while parsing"),
+        ] {
+            let text = format!("{}\n{line}\n", r#"{"stream":"a","type":"T","data":1}"#);
+            let err = read_all(&text, None, Filter::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("e.ndjson:2: malformed event") && err.contains(reason),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn filters_by_type_and_prefix_and_hides_system_events() {
+        let text = concat!(
+            r#"{"stream":"order-1","type":"A","data":1}"#,
+            "\n",
+            r#"{"stream":"cart-1","type":"A","data":1}"#,
+            "\n",
+            r#"{"stream":"order-1","type":"B","data":1}"#,
+            "\n",
+            r#"{"stream":"$$order-1","type":"$metadata","data":1}"#,
+            "\n",
+        );
+        let f = Filter {
+            event_types: vec!["A".into()],
+            stream_prefixes: vec!["order-".into()],
+        };
+        assert_eq!(read_all(text, None, f).unwrap().len(), 1);
+        assert_eq!(
+            read_all(text, None, Filter::default()).unwrap().len(),
+            3,
+            "no `$` events unless asked"
+        );
     }
 }

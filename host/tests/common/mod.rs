@@ -66,6 +66,7 @@ pub fn config(dir: &Path, source: &Path, modules: &Path, max_events: usize) -> C
         modules: modules.to_path_buf(),
         batch: BatchSettings {
             max_events,
+            max_wait_ms: 200,
             commit_events: 5_000,
             commit_interval_ms: 1000,
             poll_ms: 10,
