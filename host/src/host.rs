@@ -49,6 +49,9 @@ pub struct RunSummary {
     pub projections: Vec<ProjectionReport>,
     /// Modules that were refused, with the reason.
     pub rejected: Vec<(PathBuf, String)>,
+    /// Compiling (or loading from cache) and validating the modules.
+    pub load_elapsed: Duration,
+    /// Processing, after the modules were loaded.
     pub elapsed: Duration,
 }
 
@@ -110,7 +113,7 @@ pub fn load_modules(
 
 /// Run every projection in the config's modules folder until done (`once`) or shutdown.
 pub fn run(config: &Config, options: RunOptions, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
-    let started = Instant::now();
+    let loading = Instant::now();
     std::fs::create_dir_all(&config.data)
         .with_context(|| format!("creating data dir {}", config.data.display()))?;
     // Create the catalog before runners open it concurrently.
@@ -123,6 +126,8 @@ pub fn run(config: &Config, options: RunOptions, shutdown: Arc<AtomicBool>) -> R
             config.modules.display()
         );
     }
+    let load_elapsed = loading.elapsed();
+    let started = Instant::now();
 
     let mut handles = Vec::new();
     for module in modules {
@@ -190,6 +195,7 @@ pub fn run(config: &Config, options: RunOptions, shutdown: Arc<AtomicBool>) -> R
     Ok(RunSummary {
         projections,
         rejected,
+        load_elapsed,
         elapsed: started.elapsed(),
     })
 }
@@ -281,11 +287,12 @@ pub fn format_summary(s: &RunSummary) -> String {
     let events = s.source_events();
     let through: u64 = s.projections.iter().map(|p| p.events_read).sum();
     out.push_str(&format!(
-        "processed {events} events through {} projections in {:.2} s: {:.0} events/s ({:.0} projection-events/s)\n",
+        "processed {events} events through {} projections in {:.2} s: {:.0} events/s ({:.0} projection-events/s); modules loaded in {:.2} s\n",
         s.projections.len(),
         secs,
         events as f64 / secs,
         through as f64 / secs,
+        s.load_elapsed.as_secs_f64(),
     ));
     out
 }
