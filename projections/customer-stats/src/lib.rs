@@ -5,38 +5,9 @@
 //! table, `order_totals`, read back through the read-model `get` import.
 
 use projector_sdk::prelude::*;
-use serde::Deserialize;
+use shop_model::{ItemAdded, OrderCreated, OrderRef};
 
 struct CustomerStats;
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Item {
-    quantity: i64,
-    price_cents: i64,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct OrderCreated {
-    order_id: String,
-    customer_id: String,
-    items: Vec<Item>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ItemAdded {
-    order_id: String,
-    quantity: i64,
-    price_cents: i64,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct OrderRef {
-    order_id: String,
-}
 
 impl Projection for CustomerStats {
     fn manifest() -> Manifest {
@@ -72,7 +43,7 @@ impl Projection for CustomerStats {
         match event.event_type.as_str() {
             "OrderCreated" => {
                 let e: OrderCreated = event.json()?;
-                let total: i64 = e.items.iter().map(|i| i.quantity * i.price_cents).sum();
+                let total = e.total_cents();
                 ctx.upsert(
                     "order_totals",
                     vec![

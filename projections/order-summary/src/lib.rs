@@ -1,39 +1,9 @@
 //! `order-summary`: one row per order with its status, item count, total and event count.
 
 use projector_sdk::prelude::*;
-use serde::Deserialize;
+use shop_model::{ItemAdded, OrderCreated, OrderRef};
 
 struct OrderSummary;
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Item {
-    quantity: i64,
-    price_cents: i64,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct OrderCreated {
-    order_id: String,
-    customer_id: String,
-    items: Vec<Item>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ItemAdded {
-    order_id: String,
-    quantity: i64,
-    price_cents: i64,
-}
-
-/// OrderConfirmed, OrderCancelled and OrderShipped: only the order id matters here.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct OrderRef {
-    order_id: String,
-}
 
 impl Projection for OrderSummary {
     fn manifest() -> Manifest {
@@ -63,8 +33,8 @@ impl Projection for OrderSummary {
         let status = match event.event_type.as_str() {
             "OrderCreated" => {
                 let e: OrderCreated = event.json()?;
-                let item_count: i64 = e.items.iter().map(|i| i.quantity).sum();
-                let total: i64 = e.items.iter().map(|i| i.quantity * i.price_cents).sum();
+                let item_count = e.item_count();
+                let total = e.total_cents();
                 // A repeated OrderCreated restarts the order but keeps counting its events.
                 let events = ctx
                     .get("orders", &e.order_id)?
