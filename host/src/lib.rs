@@ -2,7 +2,8 @@
 //!
 //! Events flow `source` → `runner` (one per projection) → `runtime` (the Wasm
 //! module) → `store` (SQLite, ops and checkpoint in one transaction). `host`
-//! wires them together; `query` reads the results; `toolchain` builds guests.
+//! wires them together; `query` reads the results; `toolchain` builds guests;
+//! `verify` checks that a module is deterministic.
 
 pub mod config;
 pub mod host;
@@ -13,6 +14,7 @@ pub mod schema;
 pub mod source;
 pub mod store;
 pub mod toolchain;
+pub mod verify;
 
 pub use config::Config;
 pub use host::{RunOptions, RunSummary, run};

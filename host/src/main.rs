@@ -43,6 +43,12 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Run a module twice over the same events (different batch sizes) and compare its tables.
+    Verify {
+        module: PathBuf,
+        #[arg(long)]
+        source: String,
+    },
     /// Run one read-only SQL statement against a projection's serving tables (NDJSON out).
     Query {
         #[arg(long)]
@@ -104,6 +110,32 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             if !summary.ok() {
                 return Ok(std::process::ExitCode::from(2));
             }
+        }
+        Command::Verify { module, source } => {
+            let report =
+                projector::verify::verify(&module, &source, Default::default(), [10_000, 97])?;
+            for (a, b) in report.runs[0].iter().zip(&report.runs[1]) {
+                let mark = if a == b { "same" } else { "DIFFERENT" };
+                println!(
+                    "{:<24} {:>9} rows {} | {:>9} rows {}  {mark}",
+                    a.table,
+                    a.rows,
+                    &a.sha256[..16],
+                    b.rows,
+                    &b.sha256[..16]
+                );
+            }
+            if !report.deterministic() {
+                println!(
+                    "{}: NOT deterministic: the tables depend on batch boundaries or hidden state",
+                    report.projection
+                );
+                return Ok(std::process::ExitCode::from(3));
+            }
+            println!(
+                "{}: deterministic (batches of 10000 and of 97 events give identical tables)",
+                report.projection
+            );
         }
         Command::Query {
             data,

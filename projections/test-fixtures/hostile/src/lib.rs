@@ -1,6 +1,7 @@
 //! Hostile fixture: records every event it sees, and misbehaves on events whose
 //! type asks for it: `Loop` spins forever, `Bomb` allocates until memory runs out,
-//! `Panic` panics, `Huge` writes an oversized value, `Flood` sends a flood of ops.
+//! `Panic` panics, `Huge` writes an oversized value, `Flood` sends a flood of ops,
+//! `Count` keeps hidden state between events.
 
 use projector_sdk::prelude::*;
 
@@ -32,6 +33,15 @@ impl Projection for Hostile {
                 }
             }
             "Panic" => panic!("boom at {}", event.event_id),
+            // Hidden state kept in the instance between events: what `verify` catches.
+            "Count" => {
+                static SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let n = SEEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                ctx.upsert(
+                    "seen",
+                    vec![event.event_id.clone().into(), n.to_string().into()],
+                )
+            }
             "Huge" => ctx.upsert(
                 "seen",
                 vec![event.event_id.clone().into(), "x".repeat(2 << 20).into()],
