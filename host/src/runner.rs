@@ -100,7 +100,7 @@ impl Runner {
 
         let limits = self.module_limits();
         let mut db = Some(db);
-        let mut events = Vec::with_capacity(self.batch.max_events);
+        let mut events = source::EventBuffer::default();
         let mut uncommitted = 0u64;
         let mut last_commit = Instant::now();
         let mut caught_up = false;
@@ -171,13 +171,13 @@ impl Runner {
                 events: checkpoint.events + read.read,
             };
             db.as_mut().expect("db is back").begin()?;
-            let outcome = match self.process(&mut db, &events, next, limits) {
+            let outcome = match self.process(&mut db, events.as_slice(), next, limits) {
                 Err(fault)
                     if self.policy != ErrorPolicy::Stop
                         && !matches!(fault, Fault::Ops(OpError::Sql(_))) =>
                 {
                     tracing::warn!(projection = %name, "batch failed ({fault}); retrying it event by event");
-                    self.isolate(&mut db, &events, next, limits)
+                    self.isolate(&mut db, events.as_slice(), next, limits)
                 }
                 other => other,
             };

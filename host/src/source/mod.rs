@@ -34,12 +34,64 @@ pub trait EventSource: Send {
     /// Append up to `max` matching events to `out`, reading for at most `max_wait`.
     fn read_batch(
         &mut self,
-        out: &mut Vec<Event>,
+        out: &mut EventBuffer,
         max: usize,
         max_wait: std::time::Duration,
     ) -> Result<ReadBatch>;
     /// Bytes (or positions) done out of the known total.
     fn progress(&self) -> Progress;
+}
+
+/// A batch of events whose strings and buffers are reused from batch to batch,
+/// so steady-state reading allocates nothing per event.
+#[derive(Default)]
+pub struct EventBuffer {
+    events: Vec<Event>,
+    len: usize,
+}
+
+impl EventBuffer {
+    /// Forget the events (keeping their allocations).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Events in the batch.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the batch holds no event.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The batch.
+    pub fn as_slice(&self) -> &[Event] {
+        &self.events[..self.len]
+    }
+
+    /// The next event to fill in: a recycled one (holding stale values) or a new one.
+    pub fn next_slot(&mut self) -> &mut Event {
+        if self.len == self.events.len() {
+            self.events.push(Event {
+                stream_id: String::new(),
+                event_type: String::new(),
+                event_id: String::new(),
+                revision: 0,
+                position: Position {
+                    commit: 0,
+                    prepare: 0,
+                },
+                created_ms: 0,
+                content_type: String::new(),
+                data: Vec::new(),
+                metadata: Vec::new(),
+            });
+        }
+        self.len += 1;
+        &mut self.events[self.len - 1]
+    }
 }
 
 /// A projection's interests, as a predicate on (stream, event type).

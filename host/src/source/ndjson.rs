@@ -5,6 +5,7 @@
 //! of an event is its line number (1-based; blank lines count but carry no event).
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -13,8 +14,8 @@ use anyhow::{Context as _, Result};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{EventSource, Filter, Progress, ReadBatch};
-use crate::runtime::wit::{Event, Position};
+use super::{EventBuffer, EventSource, Filter, Progress, ReadBatch};
+use crate::runtime::wit::Position;
 
 /// A line that is not a valid event.
 #[derive(Debug, thiserror::Error)]
@@ -173,7 +174,7 @@ impl NdjsonSource {
 impl EventSource for NdjsonSource {
     fn read_batch(
         &mut self,
-        out: &mut Vec<Event>,
+        out: &mut EventBuffer,
         max: usize,
         max_wait: std::time::Duration,
     ) -> Result<ReadBatch> {
@@ -251,7 +252,7 @@ impl NdjsonSource {
             .unwrap_or(0))
     }
 
-    fn event(&mut self, l: Line<'_>, out: &mut Vec<Event>) -> Result<()> {
+    fn event(&mut self, l: Line<'_>, out: &mut EventBuffer) -> Result<()> {
         if l.stream.is_empty() {
             return Err(self.malformed("`stream` is empty"));
         }
@@ -267,34 +268,44 @@ impl NdjsonSource {
             Some(raw) => self.created_ms(raw.get())?,
         };
         let line = self.line_no;
-        out.push(Event {
-            stream_id: l.stream.into_owned(),
-            event_type: l.event_type.into_owned(),
-            // Deterministic when absent: derived from the position.
-            event_id: l.id.map_or_else(
-                || format!("00000000-0000-4000-8000-{line:012x}"),
-                Cow::into_owned,
-            ),
-            revision,
-            position: Position {
-                commit: line,
-                prepare: line,
-            },
-            created_ms,
-            content_type: "application/json".to_string(),
-            data: l.data.get().as_bytes().to_vec(),
-            metadata: l
-                .metadata
-                .map(|m| m.get().as_bytes().to_vec())
-                .unwrap_or_default(),
-        });
+        let e = out.next_slot();
+        replace(&mut e.stream_id, &l.stream);
+        replace(&mut e.event_type, &l.event_type);
+        match &l.id {
+            Some(id) => replace(&mut e.event_id, id),
+            None => {
+                // Deterministic when absent: derived from the position.
+                e.event_id.clear();
+                let _ = write!(e.event_id, "00000000-0000-4000-8000-{line:012x}");
+            }
+        }
+        e.revision = revision;
+        e.position = Position {
+            commit: line,
+            prepare: line,
+        };
+        e.created_ms = created_ms;
+        replace(&mut e.content_type, "application/json");
+        e.data.clear();
+        e.data.extend_from_slice(l.data.get().as_bytes());
+        e.metadata.clear();
+        if let Some(m) = l.metadata {
+            e.metadata.extend_from_slice(m.get().as_bytes());
+        }
         Ok(())
     }
+}
+
+/// Overwrite a reused string in place.
+fn replace(s: &mut String, with: &str) {
+    s.clear();
+    s.push_str(with);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::wit::Event;
     use std::time::Duration;
 
     fn read_all(text: &str, from: Option<u64>, filter: Filter) -> Result<Vec<Event>> {
@@ -306,13 +317,14 @@ mod tests {
             prepare: l,
         });
         let mut src = NdjsonSource::open(&path, from, filter, false)?;
-        let (mut all, mut batch) = (Vec::new(), Vec::new());
+        let (mut all, mut batch) = (Vec::new(), EventBuffer::default());
         while src
             .read_batch(&mut batch, 2, Duration::from_secs(1))?
             .last
             .is_some()
         {
-            all.append(&mut batch);
+            all.extend_from_slice(batch.as_slice());
+            batch.clear();
         }
         Ok(all)
     }
