@@ -19,8 +19,10 @@ pub struct Config {
     /// Folder of projection modules (`*.wasm`).
     pub modules: PathBuf,
     #[serde(default)]
+    /// Batching and commit cadence.
     pub batch: BatchSettings,
     #[serde(default)]
+    /// Sandbox limits for every module.
     pub limits: Limits,
     /// Per-projection settings, by projection name.
     #[serde(default)]
@@ -72,6 +74,7 @@ pub enum ErrorPolicy {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProjectionSettings {
+    /// What a failing batch does.
     pub error_policy: ErrorPolicy,
 }
 

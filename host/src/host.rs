@@ -26,12 +26,19 @@ pub struct RunOptions {
 /// How one projection's run ended.
 #[derive(Debug, Clone)]
 pub struct ProjectionReport {
+    /// The projection.
     pub name: String,
+    /// Its manifest version.
     pub version: u32,
+    /// Events read from the source (matched or not).
     pub events_read: u64,
+    /// Events that went into the module.
     pub events_handled: u64,
+    /// Ops applied.
     pub ops_written: u64,
+    /// Fuel consumed (0 when metering is off).
     pub fuel_used: u64,
+    /// Batches applied.
     pub batches: u64,
     /// Events skipped or dead-lettered under the error policy.
     pub events_failed: u64,
@@ -46,6 +53,7 @@ pub struct ProjectionReport {
 /// What a run did.
 #[derive(Debug, Clone)]
 pub struct RunSummary {
+    /// One report per projection that ran.
     pub projections: Vec<ProjectionReport>,
     /// Modules that were refused, with the reason.
     pub rejected: Vec<(PathBuf, String)>,

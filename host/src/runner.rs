@@ -21,18 +21,29 @@ use crate::store::{Catalog, Checkpoint, OpError, OpLimits, ProjectionDb};
 /// Live counters of one runner, read by the progress display and the summary.
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// Events read from the source (matched or not), including before this run.
     pub events_read: AtomicU64,
+    /// Events that matched the interests and went into the module.
     pub events_handled: AtomicU64,
+    /// Ops applied to the read model.
     pub ops_written: AtomicU64,
+    /// Fuel the module consumed (0 when metering is off).
     pub fuel_used: AtomicU64,
+    /// Batches applied.
     pub batches: AtomicU64,
+    /// Source progress: done so far...
     pub progress_done: AtomicU64,
+    /// ...out of this (bytes for a file).
     pub progress_total: AtomicU64,
+    /// True once the runner reached the end of the source.
     pub caught_up: AtomicBool,
     /// Nanoseconds spent reading the source, in Wasm, writing SQLite, committing.
     pub read_ns: AtomicU64,
+    /// Inside Wasm, including `get`.
     pub wasm_ns: AtomicU64,
+    /// Validating and writing ops.
     pub write_ns: AtomicU64,
+    /// Committing transactions.
     pub commit_ns: AtomicU64,
     /// Part of `wasm_ns` spent serving `get` imports.
     pub get_ns: AtomicU64,
@@ -59,24 +70,33 @@ pub enum Fault {
 #[derive(Debug, thiserror::Error)]
 #[error("projection `{name}` v{version} faulted in the batch after position {after}: {fault}")]
 pub struct ProjectionFault {
+    /// The projection.
     pub name: String,
+    /// Its manifest version.
     pub version: u32,
     /// Commit position of the last committed event; the failed batch starts after it.
     pub after: u64,
+    /// What went wrong.
     pub fault: Fault,
 }
 
 /// Everything a runner needs.
 pub struct Runner {
+    /// The loaded module.
     pub module: Arc<Module>,
+    /// The data folder.
     pub data: PathBuf,
+    /// The event source spec (a file path).
     pub source: String,
+    /// Batching and commit cadence.
     pub batch: BatchSettings,
     /// Exit when the end of the source is reached (instead of following it).
     pub once: bool,
     /// What a failing batch does: stop, or isolate and skip / dead-letter the bad event.
     pub policy: ErrorPolicy,
+    /// Set to stop after the current batch.
     pub shutdown: Arc<AtomicBool>,
+    /// Live counters.
     pub stats: Arc<Stats>,
 }
 

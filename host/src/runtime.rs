@@ -264,8 +264,11 @@ pub struct Module {
 /// What one `handle` call produced besides its ops.
 #[derive(Debug, Default, Clone)]
 pub struct CallStats {
+    /// Fuel the call consumed.
     pub fuel_used: u64,
+    /// Log lines the module wrote (up to the cap).
     pub logs: Vec<(Level, String)>,
+    /// Log lines over the cap.
     pub dropped_logs: usize,
     /// Nanoseconds spent serving `get`.
     pub get_ns: u64,

@@ -36,7 +36,9 @@ pub enum OpError {
 /// Output caps applied to every batch.
 #[derive(Debug, Clone, Copy)]
 pub struct OpLimits {
+    /// Ops one batch may carry.
     pub max_ops: usize,
+    /// Bytes one text or blob value may hold.
     pub max_value_bytes: usize,
 }
 
@@ -130,6 +132,7 @@ pub struct ProjectionDb {
 /// Where a projection stands in the source, committed with its tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Checkpoint {
+    /// Position of the last event read.
     pub position: Position,
     /// Events read from the source so far (matched or not).
     pub events: u64,
@@ -499,9 +502,13 @@ pub struct Catalog {
 /// A projection's state as recorded in the catalog.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CatalogEntry {
+    /// The projection.
     pub name: String,
+    /// The version queries read, once one has caught up.
     pub serving_version: Option<u32>,
+    /// `running`, `caught-up`, `stopped` or `faulted`.
     pub state: String,
+    /// Why it faulted.
     pub reason: Option<String>,
 }
 
