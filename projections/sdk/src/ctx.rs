@@ -1,8 +1,6 @@
 //! The per-batch context: reads through an overlay of this batch's writes and
 //! coalesces them into one op per touched row.
 
-use std::collections::HashMap;
-
 use rustc_hash::FxHashMap;
 
 use crate::bindings::projector::projection::{read_model, types as wit};
@@ -13,7 +11,7 @@ use crate::{Error, Kind, Manifest, Result, Value};
 pub(crate) struct TableInfo {
     name: String,
     columns: Vec<(String, Kind, bool)>,
-    by_name: HashMap<String, usize>,
+    by_name: FxHashMap<String, usize>,
     primary_key: Vec<usize>,
 }
 
@@ -28,7 +26,7 @@ impl Schema {
             .tables
             .iter()
             .map(|t| {
-                let by_name: HashMap<String, usize> = t
+                let by_name: FxHashMap<String, usize> = t
                     .columns
                     .iter()
                     .enumerate()
@@ -97,7 +95,7 @@ impl TableInfo {
 pub struct Row {
     table: usize,
     columns: &'static [(String, Kind, bool)],
-    by_name: &'static HashMap<String, usize>,
+    by_name: &'static FxHashMap<String, usize>,
     values: Vec<Value>,
 }
 
