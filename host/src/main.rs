@@ -49,6 +49,12 @@ enum Command {
         #[arg(long)]
         source: String,
     },
+    /// Clear a projection's fault so the next start runs it again.
+    Resume {
+        #[arg(long)]
+        data: PathBuf,
+        projection: String,
+    },
     /// Run one read-only SQL statement against a projection's serving tables (NDJSON out).
     Query {
         #[arg(long)]
@@ -109,6 +115,16 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             print!("{}", host::format_summary(&summary));
             if !summary.ok() {
                 return Ok(std::process::ExitCode::from(2));
+            }
+        }
+        Command::Resume { data, projection } => {
+            if projector::store::Catalog::open(&data)?.resume(&projection)? {
+                println!("{projection}: fault cleared; it runs again at the next start");
+            } else {
+                anyhow::bail!(
+                    "projection `{projection}` is not faulted in {}",
+                    data.display()
+                );
             }
         }
         Command::Verify { module, source } => {

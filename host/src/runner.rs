@@ -106,6 +106,18 @@ impl Runner {
         let schema = self.module.schema().clone();
         let (name, version) = (schema.name.clone(), schema.version);
         let catalog = Catalog::open(&self.data)?;
+        // A fault is sticky: the same module would fail on the same event again. Run only
+        // when new code was shipped or someone said `projector resume`.
+        if let Some(e) = catalog.entry(&name)?
+            && e.state == "faulted"
+            && e.running_version == Some(version)
+            && e.module_sha256.as_deref() == Some(self.module.hash.as_str())
+        {
+            anyhow::bail!(
+                "projection `{name}` is faulted ({}); ship a fixed module or run `projector resume {name}`",
+                e.reason.unwrap_or_default()
+            );
+        }
         let db = ProjectionDb::open(&self.data, schema.clone())?;
         let mut checkpoint = db.checkpoint()?.unwrap_or_default();
         let resume = (checkpoint.position.commit > 0).then_some(checkpoint.position);

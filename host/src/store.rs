@@ -510,6 +510,10 @@ pub struct CatalogEntry {
     pub state: String,
     /// Why it faulted.
     pub reason: Option<String>,
+    /// The version last started.
+    pub running_version: Option<u32>,
+    /// SHA-256 of the module last started.
+    pub module_sha256: Option<String>,
 }
 
 impl Catalog {
@@ -555,6 +559,15 @@ impl Catalog {
         Ok(())
     }
 
+    /// Clear a fault so the next start runs the projection again; false if it was not faulted.
+    pub fn resume(&self, name: &str) -> Result<bool> {
+        let changed = self.conn.execute(
+            "UPDATE projections SET state = 'resumed', reason = NULL WHERE name = ?1 AND state = 'faulted'",
+            [name],
+        )?;
+        Ok(changed == 1)
+    }
+
     /// Point readers at `version` (atomic: one row update).
     pub fn serve(&self, name: &str, version: u32) -> Result<()> {
         self.conn.execute(
@@ -578,15 +591,14 @@ impl Catalog {
         Ok(self
             .conn
             .query_row(
-                "SELECT name, serving_version, state, reason FROM projections WHERE name = ?1",
+                "SELECT name, serving_version, state, reason, running_version, module_sha256 FROM projections WHERE name = ?1",
                 [name],
                 |r| {
                     Ok(CatalogEntry {
                         name: r.get(0)?,
                         serving_version: r.get(1)?,
                         state: r.get(2)?,
-                        reason: r.get(3)?,
-                    })
+                        reason: r.get(3)?, running_version: r.get(4)?, module_sha256: r.get(5)? })
                 },
             )
             .optional()?)

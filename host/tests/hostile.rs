@@ -212,3 +212,53 @@ fn dead_letter_isolates_the_bad_event_and_records_it() {
         }
     }
 }
+
+/// A fault is sticky across restarts (the same module would fail on the same event
+/// again) until `resume`; then the projection continues from its checkpoint.
+#[test]
+fn a_fault_stays_until_resumed() {
+    let (err, dir) = run_with("Panic", |_| {});
+    assert!(err.contains("boom"), "{err}");
+    let events = dir.path().join("events.ndjson");
+    let m = dir.path().join("modules");
+    let data = dir.path().join("data");
+    let cfg = config(dir.path(), &events, &m, 100);
+    let count = || {
+        query::<serde_json::Value>(&data, "hostile", "SELECT count(*) AS n FROM seen")[0]["n"]
+            .clone()
+    };
+    let before = count();
+
+    // Restart: not run again, and says why.
+    let again = run_once(&cfg);
+    let e = again
+        .projections
+        .iter()
+        .find(|p| p.name == "hostile")
+        .unwrap()
+        .error
+        .clone()
+        .unwrap();
+    assert!(
+        e.contains("is faulted") && e.contains("projector resume hostile"),
+        "{e}"
+    );
+    assert_eq!(count(), before);
+
+    // The bad event is fixed in the source; resume, and it runs to the end.
+    let text = std::fs::read_to_string(&events)
+        .unwrap()
+        .replace("\"type\":\"Panic\"", "\"type\":\"Fine\"");
+    std::fs::write(&events, text).unwrap();
+    let catalog = projector::store::Catalog::open(&data).unwrap();
+    assert!(catalog.resume("hostile").unwrap());
+    assert!(
+        !catalog.resume("hostile").unwrap(),
+        "only a faulted projection can be resumed"
+    );
+    let last = run_once(&cfg);
+    assert!(last.ok(), "{last:?}");
+    let lines = std::fs::read_to_string(&events).unwrap();
+    let want = lines.lines().filter(|l| !l.contains("\"$")).count();
+    assert_eq!(count(), want as u64);
+}
