@@ -42,6 +42,8 @@ pub struct ProjectionReport {
     pub batches: u64,
     /// Events skipped or dead-lettered under the error policy.
     pub events_failed: u64,
+    /// Largest linear memory an instance grew to, in bytes.
+    pub peak_memory: u64,
     /// Seconds spent reading the source, in Wasm, writing SQLite, committing.
     pub seconds: [f64; 4],
     /// Seconds of the Wasm time spent serving `get` from SQLite.
@@ -187,6 +189,7 @@ pub fn run(config: &Config, options: RunOptions, shutdown: Arc<AtomicBool>) -> R
             fuel_used: load(&stats.fuel_used),
             batches: load(&stats.batches),
             events_failed: load(&stats.events_failed),
+            peak_memory: load(&stats.peak_memory),
             get_seconds: load(&stats.get_ns) as f64 / 1e9,
             seconds: [
                 &stats.read_ns,
@@ -273,7 +276,7 @@ pub fn format_summary(s: &RunSummary) -> String {
     }
     for p in by_name.values() {
         out.push_str(&format!(
-            "  {:<16} v{:<3} {:>9} events read {:>9} handled {:>9} ops | read {:.2}s wasm {:.2}s (get {:.2}s) sqlite {:.2}s commit {:.2}s | {}\n",
+            "  {:<16} v{:<3} {:>9} events read {:>9} handled {:>9} ops | read {:.2}s wasm {:.2}s (get {:.2}s) sqlite {:.2}s commit {:.2}s | peak memory {:.1} MiB | {}\n",
             p.name,
             p.version,
             p.events_read,
@@ -284,6 +287,7 @@ pub fn format_summary(s: &RunSummary) -> String {
             p.get_seconds,
             p.seconds[2],
             p.seconds[3],
+            p.peak_memory as f64 / (1 << 20) as f64,
             p.error
                 .as_deref()
                 .map_or("ok".to_string(), |e| format!("FAULTED: {e}")),

@@ -49,6 +49,8 @@ pub struct Stats {
     pub get_ns: AtomicU64,
     /// Events skipped or dead-lettered under the error policy.
     pub events_failed: AtomicU64,
+    /// Largest linear memory an instance of the module grew to, in bytes.
+    pub peak_memory: AtomicU64,
 }
 
 fn add_time(counter: &AtomicU64, since: Instant) {
@@ -168,7 +170,7 @@ impl Runner {
                 }
                 Err(e) => {
                     // Bad input stops this projection; what was applied before it stays.
-                    db.as_mut().expect("db is back").commit()?;
+                    self.commit(db.as_mut().expect("db is back"), &catalog, &name)?;
                     let reason = format!(
                         "projection `{name}` stopped at position {}: {e:#}",
                         checkpoint.position.commit
@@ -184,7 +186,7 @@ impl Runner {
             self.stats.progress_total.store(p.total, Ordering::Relaxed);
             let Some(last) = read.last else {
                 let d = db.as_mut().expect("db is lent only during a call");
-                d.commit()?;
+                self.commit(d, &catalog, &name)?;
                 if !caught_up {
                     caught_up = true;
                     self.stats.caught_up.store(true, Ordering::Relaxed);
@@ -231,7 +233,7 @@ impl Runner {
                 }
                 Err(fault) => {
                     // Earlier batches of this transaction are good: keep them.
-                    d.commit()?;
+                    self.commit(d, &catalog, &name)?;
                     let fault = ProjectionFault {
                         name: name.clone(),
                         version,
@@ -250,18 +252,24 @@ impl Runner {
                 || last_commit.elapsed() >= Duration::from_millis(self.batch.commit_interval_ms)
             {
                 let t0 = Instant::now();
-                d.commit()?;
+                self.commit(d, &catalog, &name)?;
                 add_time(&self.stats.commit_ns, t0);
                 uncommitted = 0;
                 last_commit = Instant::now();
             }
         }
-        db.as_mut().expect("db is back").commit()?;
+        self.commit(db.as_mut().expect("db is back"), &catalog, &name)?;
         if !self.once {
             catalog.set_state(&name, "stopped", None)?;
         }
         tracing::info!(projection = %name, position = checkpoint.position.commit, "stopped");
         Ok(())
+    }
+
+    /// Commit, and record the accounting that goes with it.
+    fn commit(&self, db: &mut ProjectionDb, catalog: &Catalog, name: &str) -> Result<()> {
+        db.commit()?;
+        catalog.account(name, &self.stats)
     }
 
     /// Apply a failed batch one event at a time; the events that fail are skipped or
@@ -334,6 +342,9 @@ impl Runner {
                 .fuel_used
                 .fetch_add(stats.fuel_used, Ordering::Relaxed);
             self.stats.get_ns.fetch_add(stats.get_ns, Ordering::Relaxed);
+            self.stats
+                .peak_memory
+                .fetch_max(stats.peak_memory as u64, Ordering::Relaxed);
             let name = &self.module.schema().name;
             for (level, msg) in &stats.logs {
                 match level {

@@ -84,7 +84,7 @@ pub enum CallError {
 /// What a module's calls may touch: its own read model, a log, and limits.
 pub struct HostState {
     db: Option<ProjectionDb>,
-    limits: StoreLimits,
+    limits: PeakLimiter,
     max_log_lines: usize,
     /// Log lines of the current call, for the runner to emit and to explain traps.
     pub logs: Vec<(Level, String)>,
@@ -116,6 +116,48 @@ impl bindings::projector::projection::log::Host for HostState {
             self.dropped_logs += 1;
         }
         Ok(())
+    }
+}
+
+/// The store limits, recording the largest memory granted (for accounting).
+struct PeakLimiter {
+    limits: StoreLimits,
+    peak: usize,
+}
+
+impl wasmtime::ResourceLimiter for PeakLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let granted = self.limits.memory_growing(current, desired, maximum)?;
+        if granted {
+            self.peak = self.peak.max(desired);
+        }
+        Ok(granted)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
     }
 }
 
@@ -272,6 +314,8 @@ pub struct CallStats {
     pub dropped_logs: usize,
     /// Nanoseconds spent serving `get`.
     pub get_ns: u64,
+    /// Largest linear memory the instance grew to, in bytes.
+    pub peak_memory: usize,
 }
 
 impl Module {
@@ -305,6 +349,7 @@ impl Module {
             logs: std::mem::take(&mut state.logs),
             dropped_logs: state.dropped_logs,
             get_ns: state.get_ns,
+            peak_memory: state.limits.peak,
         };
         let result = match out {
             Ok(Ok(ops)) => Ok(ops),
@@ -351,6 +396,7 @@ impl Module {
             .memories(2)
             .trap_on_grow_failure(true)
             .build();
+        let limits = PeakLimiter { limits, peak: 0 };
         let state = HostState {
             db,
             limits,

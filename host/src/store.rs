@@ -514,6 +514,9 @@ pub struct CatalogEntry {
     pub running_version: Option<u32>,
     /// SHA-256 of the module last started.
     pub module_sha256: Option<String>,
+    /// Accounting at the last commit: events read, ops written, fuel used, peak memory
+    /// in bytes, events skipped or dead-lettered.
+    pub accounting: [u64; 5],
 }
 
 impl Catalog {
@@ -528,7 +531,10 @@ impl Catalog {
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS projections (
                  name TEXT PRIMARY KEY, serving_version INTEGER, running_version INTEGER,
-                 module_sha256 TEXT, state TEXT NOT NULL, reason TEXT)",
+                 module_sha256 TEXT, state TEXT NOT NULL, reason TEXT,
+                 events_read INTEGER NOT NULL DEFAULT 0, ops_written INTEGER NOT NULL DEFAULT 0,
+                 fuel_used INTEGER NOT NULL DEFAULT 0, peak_memory_bytes INTEGER NOT NULL DEFAULT 0,
+                 failed_events INTEGER NOT NULL DEFAULT 0)",
         )?;
         Ok(Catalog { conn })
     }
@@ -568,6 +574,24 @@ impl Catalog {
         Ok(changed == 1)
     }
 
+    /// Record a projection's accounting (for status pages; written at each commit).
+    pub fn account(&self, name: &str, stats: &crate::runner::Stats) -> Result<()> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.conn.execute(
+            "UPDATE projections SET events_read = ?2, ops_written = ?3, fuel_used = ?4,
+               peak_memory_bytes = ?5, failed_events = ?6 WHERE name = ?1",
+            params![
+                name,
+                stats.events_read.load(Relaxed) as i64,
+                stats.ops_written.load(Relaxed) as i64,
+                stats.fuel_used.load(Relaxed) as i64,
+                stats.peak_memory.load(Relaxed) as i64,
+                stats.events_failed.load(Relaxed) as i64
+            ],
+        )?;
+        Ok(())
+    }
+
     /// Point readers at `version` (atomic: one row update).
     pub fn serve(&self, name: &str, version: u32) -> Result<()> {
         self.conn.execute(
@@ -591,14 +615,21 @@ impl Catalog {
         Ok(self
             .conn
             .query_row(
-                "SELECT name, serving_version, state, reason, running_version, module_sha256 FROM projections WHERE name = ?1",
+                "SELECT name, serving_version, state, reason, running_version, module_sha256,
+                        events_read, ops_written, fuel_used, peak_memory_bytes, failed_events
+                 FROM projections WHERE name = ?1",
                 [name],
                 |r| {
                     Ok(CatalogEntry {
                         name: r.get(0)?,
                         serving_version: r.get(1)?,
                         state: r.get(2)?,
-                        reason: r.get(3)?, running_version: r.get(4)?, module_sha256: r.get(5)? })
+                        reason: r.get(3)?,
+                        running_version: r.get(4)?,
+                        module_sha256: r.get(5)?,
+                        accounting: [6, 7, 8, 9, 10]
+                            .map(|i| r.get::<_, i64>(i).unwrap_or(0) as u64),
+                    })
                 },
             )
             .optional()?)

@@ -23,6 +23,22 @@ fn shop_projections_match_the_independent_fold() {
     let data = dir.path().join("data");
     assert_same("orders", &orders(&data), &want.orders);
     assert_same("customers", &customers(&data), &want.customers);
+
+    // Accounting is kept in the catalog, equal to what the run reported.
+    let catalog = projector::store::Catalog::open_read_only(&data).unwrap();
+    for p in &summary.projections {
+        let entry = catalog.entry(&p.name).unwrap().unwrap();
+        assert_eq!(
+            entry.accounting,
+            [p.events_read, p.ops_written, p.fuel_used, p.peak_memory, 0],
+            "{}",
+            p.name
+        );
+        assert!(
+            p.fuel_used > 0 && p.peak_memory >= 1 << 16 && p.ops_written > 0,
+            "{p:?}"
+        );
+    }
 }
 
 /// One batch holds whole order lifecycles (created, items added, confirmed, cancelled):
