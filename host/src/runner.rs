@@ -321,6 +321,7 @@ impl Runner {
         OpLimits {
             max_ops: l.max_ops_per_batch,
             max_value_bytes: l.max_value_bytes,
+            max_row_bytes: l.max_row_bytes,
         }
     }
 

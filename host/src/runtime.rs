@@ -49,6 +49,8 @@ pub struct Limits {
     pub max_ops_per_batch: usize,
     /// Bytes one text or blob value may hold.
     pub max_value_bytes: usize,
+    /// Bytes of text and blobs one row may hold.
+    pub max_row_bytes: usize,
     /// Log lines kept per batch; the rest are counted and dropped.
     pub max_log_lines: usize,
 }
@@ -61,6 +63,7 @@ impl Default for Limits {
             memory_mib: 256,
             max_ops_per_batch: 1_000_000,
             max_value_bytes: 1 << 20,
+            max_row_bytes: 4 << 20,
             max_log_lines: 100,
         }
     }

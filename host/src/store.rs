@@ -40,6 +40,8 @@ pub struct OpLimits {
     pub max_ops: usize,
     /// Bytes one text or blob value may hold.
     pub max_value_bytes: usize,
+    /// Bytes of text and blobs one row may hold.
+    pub max_row_bytes: usize,
 }
 
 struct Sql<'a>(&'a Value);
@@ -451,6 +453,21 @@ fn validate(
             }
             for (v, c) in r.row.iter().zip(&t.columns) {
                 check_value(c, v, limits).map_err(invalid)?;
+            }
+            let bytes: usize = r
+                .row
+                .iter()
+                .map(|v| match v {
+                    Value::Text(s) => s.len(),
+                    Value::Blob(b) => b.len(),
+                    _ => 0,
+                })
+                .sum();
+            if bytes > limits.max_row_bytes {
+                return Err(invalid(format!(
+                    "row of {bytes} bytes is over the {} byte limit",
+                    limits.max_row_bytes
+                )));
             }
             Ok((ti, Vec::new()))
         }

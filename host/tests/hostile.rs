@@ -262,3 +262,15 @@ fn a_fault_stays_until_resumed() {
     let want = lines.lines().filter(|l| !l.contains("\"$")).count();
     assert_eq!(count(), want as u64);
 }
+
+#[test]
+fn an_oversized_row_is_refused() {
+    let (err, _d) = run_with("Huge", |c| {
+        c.limits.max_value_bytes = 8 << 20;
+        c.limits.max_row_bytes = 1 << 20;
+    });
+    assert!(
+        err.contains("row of 2097188 bytes is over the 1048576 byte limit"),
+        "{err}"
+    );
+}
