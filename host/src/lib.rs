@@ -6,6 +6,7 @@
 //! `verify` checks that a module is deterministic.
 
 pub mod config;
+pub mod dead_letters;
 pub mod host;
 pub mod query;
 pub mod runner;

@@ -55,6 +55,12 @@ enum Command {
         data: PathBuf,
         projection: String,
     },
+    /// Run dead-lettered events of a projection again (after a fix), then drop their letters.
+    RetryDeadLetters {
+        #[arg(long)]
+        config: PathBuf,
+        projection: String,
+    },
     /// Run one read-only SQL statement against a projection's serving tables (NDJSON out).
     Query {
         #[arg(long)]
@@ -116,6 +122,13 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             if !summary.ok() {
                 return Ok(std::process::ExitCode::from(2));
             }
+        }
+        Command::RetryDeadLetters { config, projection } => {
+            let r = projector::dead_letters::retry(&Config::load(&config)?, &projection)?;
+            println!(
+                "{projection}: {} dead-lettered events applied, {} still failing",
+                r.applied, r.still_failing
+            );
         }
         Command::Resume { data, projection } => {
             if projector::store::Catalog::open(&data)?.resume(&projection)? {

@@ -343,6 +343,38 @@ impl ProjectionDb {
         Ok(())
     }
 
+    /// Dead letters, oldest position first: (row id, position).
+    pub fn dead_letters(&self) -> Result<Vec<(i64, Position)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT rowid, commit_position, prepare_position FROM _projector_dead_letters ORDER BY commit_position")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                Position {
+                    commit: r.get::<_, i64>(1)? as u64,
+                    prepare: r.get::<_, i64>(2)? as u64,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Settle a dead letter: remove it (`error` None) or record why it still fails.
+    pub fn settle_dead_letter(&mut self, rowid: i64, error: Option<&str>) -> Result<()> {
+        match error {
+            None => self.conn.execute(
+                "DELETE FROM _projector_dead_letters WHERE rowid = ?1",
+                [rowid],
+            )?,
+            Some(e) => self.conn.execute(
+                "UPDATE _projector_dead_letters SET error = ?2 WHERE rowid = ?1",
+                params![rowid, e],
+            )?,
+        };
+        Ok(())
+    }
+
     fn write(
         &mut self,
         ops: &[Op],

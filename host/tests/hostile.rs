@@ -274,3 +274,79 @@ fn an_oversized_row_is_refused() {
         "{err}"
     );
 }
+
+/// Dead-lettered events can be run again once the cause is fixed; those that still fail
+/// keep their letter, with the new reason.
+#[test]
+fn dead_letters_can_be_retried_after_a_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.ndjson");
+    shop_events(&events, 8, 600);
+    let mut lines: Vec<String> = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    lines.insert(
+        300,
+        r#"{"stream":"evil-1","type":"Panic","id":"bad-1","data":{}}"#.to_string(),
+    );
+    lines.insert(
+        400,
+        r#"{"stream":"evil-2","type":"Panic","id":"bad-2","data":{}}"#.to_string(),
+    );
+    std::fs::write(&events, lines.join("\n") + "\n").unwrap();
+    let m = modules(dir.path(), &["hostile"]);
+    let mut cfg = config(dir.path(), &events, &m, 100);
+    cfg.projections.insert(
+        "hostile".into(),
+        projector::config::ProjectionSettings {
+            error_policy: projector::config::ErrorPolicy::DeadLetter,
+        },
+    );
+    assert!(run_once(&cfg).ok());
+    let data = dir.path().join("data");
+    let count = |sql: &str| {
+        query::<serde_json::Value>(&data, "hostile", sql)[0]["n"]
+            .as_u64()
+            .unwrap()
+    };
+    let all = lines.iter().filter(|l| !l.contains("\"$")).count() as u64;
+    assert_eq!(count("SELECT count(*) AS n FROM seen"), all - 2);
+    assert_eq!(
+        count("SELECT count(*) AS n FROM _projector_dead_letters"),
+        2
+    );
+
+    // Nothing fixed yet: both still fail, and say so.
+    let r = projector::dead_letters::retry(&cfg, "hostile").unwrap();
+    assert_eq!((r.applied, r.still_failing), (0, 2));
+
+    // Fix the first one only.
+    lines[300] = lines[300].replace("Panic", "Fine");
+    std::fs::write(&events, lines.join("\n") + "\n").unwrap();
+    let r = projector::dead_letters::retry(&cfg, "hostile").unwrap();
+    assert_eq!((r.applied, r.still_failing), (1, 1));
+    assert_eq!(count("SELECT count(*) AS n FROM seen"), all - 1);
+    let left: Vec<serde_json::Value> = query(
+        &data,
+        "hostile",
+        "SELECT event_id, error FROM _projector_dead_letters",
+    );
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["event_id"], "bad-2");
+    assert!(
+        left[0]["error"].as_str().unwrap().contains("boom at bad-2"),
+        "{left:?}"
+    );
+    let cp: Vec<serde_json::Value> = query(
+        &data,
+        "hostile",
+        "SELECT commit_position FROM _projector_checkpoint",
+    );
+    assert_eq!(
+        cp[0]["commit_position"],
+        lines.len() as u64,
+        "the checkpoint does not move back"
+    );
+}

@@ -1,0 +1,115 @@
+//! `projector retry-dead-letters`: run dead-lettered events again through the current
+//! module (after a fix), reading each event back from the source by its position.
+//!
+//! A retried event applies after the events that followed it; that is the price of
+//! having let them through. Run it while the host is stopped (one writer per file).
+
+use anyhow::{Context as _, Result};
+
+use crate::config::Config;
+use crate::runtime::Runtime;
+use crate::runtime::wit::Position;
+use crate::source::{self, EventBuffer, Filter};
+use crate::store::{OpLimits, ProjectionDb};
+
+/// What a retry did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RetryReport {
+    /// Events that now applied (their dead letters are gone).
+    pub applied: usize,
+    /// Events that still fail (their dead letters say why now).
+    pub still_failing: usize,
+}
+
+/// Retry every dead letter of `projection` (the module in the config's modules folder).
+pub fn retry(config: &Config, projection: &str) -> Result<RetryReport> {
+    let runtime = Runtime::new(config.limits.clone(), Some(config.data.join("cache")))?;
+    let (modules, _) = crate::host::load_modules(&runtime, &config.modules)?;
+    let module = modules
+        .into_iter()
+        .find(|m| m.schema().name == projection)
+        .with_context(|| {
+            format!(
+                "no module for projection `{projection}` in {}",
+                config.modules.display()
+            )
+        })?;
+    let schema = module.schema().clone();
+    let db = ProjectionDb::open(&config.data, schema.clone())?;
+    let checkpoint = db.checkpoint()?.unwrap_or_default();
+    let letters = db.dead_letters()?;
+    let mut report = RetryReport::default();
+    let Some(&(_, first)) = letters.first() else {
+        return Ok(report);
+    };
+
+    let from = (first.commit > 1).then(|| Position {
+        commit: first.commit - 1,
+        prepare: first.commit - 1,
+    });
+    let mut src = source::open(&config.source, from, Filter::of(&schema), false)?;
+    let limits = OpLimits {
+        max_ops: config.limits.max_ops_per_batch,
+        max_value_bytes: config.limits.max_value_bytes,
+        max_row_bytes: config.limits.max_row_bytes,
+    };
+    let mut buf = EventBuffer::default();
+    let mut db = Some(db);
+    db.as_mut().expect("db").begin()?;
+    for (rowid, at) in letters {
+        // Read forward to the event at `at` (positions are in ascending order).
+        let found = loop {
+            buf.clear();
+            match src.read_batch(&mut buf, 1, std::time::Duration::from_secs(1)) {
+                Ok(r) if r.last.is_none() => {
+                    break Err("the event is no longer in the source".to_string());
+                }
+                Ok(_) if buf.as_slice().first().is_some_and(|e| e.position == at) => break Ok(()),
+                Ok(r) if r.last.is_some_and(|p| p.commit >= at.commit) => {
+                    break Err(
+                        "the event at this position no longer matches the projection".to_string(),
+                    );
+                }
+                Ok(_) => continue,
+                Err(e)
+                    if e.downcast_ref::<source::ndjson::MalformedLine>()
+                        .is_some_and(|m| m.line == at.commit) =>
+                {
+                    break Err(format!("{e:#}"));
+                }
+                Err(e) => continue_or(e, at)?,
+            }
+        };
+        let outcome = found.and_then(|()| {
+            let (_, result) = module.handle(&mut db, buf.as_slice());
+            let ops = result.map_err(|e| e.to_string())?;
+            let d = db.as_mut().expect("db is back");
+            // The checkpoint stays where it is: this event was passed long ago.
+            d.apply_batch(&ops, checkpoint, limits)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+        let d = db.as_mut().expect("db is back");
+        match outcome {
+            Ok(()) => {
+                d.settle_dead_letter(rowid, None)?;
+                report.applied += 1;
+            }
+            Err(e) => {
+                tracing::warn!(projection, position = at.commit, "still failing: {e}");
+                d.settle_dead_letter(rowid, Some(&e))?;
+                report.still_failing += 1;
+            }
+        }
+    }
+    db.as_mut().expect("db is back").commit()?;
+    Ok(report)
+}
+
+/// A malformed line before the one we want is someone else's problem: read past it.
+fn continue_or(e: anyhow::Error, at: Position) -> Result<()> {
+    match e.downcast_ref::<source::ndjson::MalformedLine>() {
+        Some(m) if m.line < at.commit => Ok(()),
+        _ => Err(e),
+    }
+}
