@@ -208,3 +208,25 @@ fn query_refuses_anything_but_one_read_only_statement() {
         Fold::of_file(&events, None).unwrap().orders.len()
     );
 }
+
+#[test]
+fn a_manifest_that_smuggles_sql_in_a_name_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.ndjson");
+    shop_events(&events, 4, 500);
+    let m = modules(dir.path(), &["sql-names", "order-summary"]);
+    let summary = run_once(&config(dir.path(), &events, &m, 100));
+    assert_eq!(summary.rejected.len(), 1, "{summary:?}");
+    let reason = &summary.rejected[0].1;
+    assert!(
+        reason.contains("invalid manifest") && reason.contains("invalid table name"),
+        "{reason}"
+    );
+    // The healthy projection ran, and its table is intact.
+    assert!(summary.projections.iter().all(|p| p.error.is_none()));
+    assert_same(
+        "orders",
+        &orders(&dir.path().join("data")),
+        &Fold::of_file(&events, None).unwrap().orders,
+    );
+}
