@@ -48,11 +48,7 @@ pub fn retry(config: &Config, projection: &str) -> Result<RetryReport> {
         prepare: first.commit - 1,
     });
     let mut src = source::open(&config.source, from, Filter::of(&schema), false)?;
-    let limits = OpLimits {
-        max_ops: config.limits.max_ops_per_batch,
-        max_value_bytes: config.limits.max_value_bytes,
-        max_row_bytes: config.limits.max_row_bytes,
-    };
+    let limits = OpLimits::from(&config.limits);
     let mut buf = EventBuffer::default();
     let mut db = Some(db);
     db.as_mut().expect("db").begin()?;

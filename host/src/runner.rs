@@ -132,7 +132,6 @@ impl Runner {
             .events_read
             .store(checkpoint.events, Ordering::Relaxed);
 
-        let limits = self.module_limits();
         let mut db = Some(db);
         let mut events = source::EventBuffer::default();
         let mut uncommitted = 0u64;
@@ -165,7 +164,7 @@ impl Runner {
                         position: at,
                         events: checkpoint.events + 1,
                     };
-                    d.apply_batch(&[], checkpoint, self.module_limits())?;
+                    d.apply_batch(&[], checkpoint, self.op_limits())?;
                     continue;
                 }
                 Err(e) => {
@@ -205,13 +204,13 @@ impl Runner {
                 events: checkpoint.events + read.read,
             };
             db.as_mut().expect("db is back").begin()?;
-            let outcome = match self.process(&mut db, events.as_slice(), next, limits) {
+            let outcome = match self.process(&mut db, events.as_slice(), next) {
                 Err(fault)
                     if self.policy != ErrorPolicy::Stop
                         && !matches!(fault, Fault::Ops(OpError::Sql(_))) =>
                 {
                     tracing::warn!(projection = %name, "batch failed ({fault}); retrying it event by event");
-                    self.isolate(&mut db, events.as_slice(), next, limits)
+                    self.isolate(&mut db, events.as_slice(), next)
                 }
                 other => other,
             };
@@ -279,12 +278,11 @@ impl Runner {
         db: &mut Option<ProjectionDb>,
         events: &[crate::runtime::wit::Event],
         next: Checkpoint,
-        limits: OpLimits,
     ) -> Result<usize, Fault> {
         let mut written = 0;
         for event in events {
             // The checkpoint is only durable at COMMIT, after the whole batch: `next` throughout.
-            match self.process(db, std::slice::from_ref(event), next, limits) {
+            match self.process(db, std::slice::from_ref(event), next) {
                 Ok(n) => written += n,
                 Err(Fault::Ops(OpError::Sql(e))) => return Err(Fault::Ops(OpError::Sql(e))),
                 Err(fault) => {
@@ -295,7 +293,7 @@ impl Runner {
             }
         }
         let d = db.as_mut().expect("db is back");
-        d.apply_batch(&[], next, limits)?;
+        d.apply_batch(&[], next, self.op_limits())?;
         Ok(written)
     }
 
@@ -316,13 +314,9 @@ impl Runner {
         Ok(())
     }
 
-    fn module_limits(&self) -> OpLimits {
-        let l = self.module.limits();
-        OpLimits {
-            max_ops: l.max_ops_per_batch,
-            max_value_bytes: l.max_value_bytes,
-            max_row_bytes: l.max_row_bytes,
-        }
+    /// The output caps of this projection's module.
+    fn op_limits(&self) -> OpLimits {
+        OpLimits::from(self.module.limits())
     }
 
     /// Call the module on one batch and apply its ops with the checkpoint.
@@ -331,7 +325,6 @@ impl Runner {
         db: &mut Option<ProjectionDb>,
         events: &[crate::runtime::wit::Event],
         next: Checkpoint,
-        limits: OpLimits,
     ) -> Result<usize, Fault> {
         let ops = if events.is_empty() {
             Vec::new()
@@ -365,7 +358,7 @@ impl Runner {
             .as_mut()
             .expect("the module returns the db after the call");
         let t0 = Instant::now();
-        let written = db.apply_batch(&ops, next, limits)?;
+        let written = db.apply_batch(&ops, next, self.op_limits())?;
         add_time(&self.stats.write_ns, t0);
         Ok(written)
     }

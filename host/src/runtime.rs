@@ -35,7 +35,7 @@ pub mod wit {
 use bindings::{Projection, ProjectionPre};
 use wit::{Event, HandleError, Level, Op, Value};
 
-/// Per-projection sandbox limits.
+/// Sandbox limits every module of the process runs under (one engine, one set).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {

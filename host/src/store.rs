@@ -44,6 +44,16 @@ pub struct OpLimits {
     pub max_row_bytes: usize,
 }
 
+impl From<&crate::runtime::Limits> for OpLimits {
+    fn from(l: &crate::runtime::Limits) -> Self {
+        OpLimits {
+            max_ops: l.max_ops_per_batch,
+            max_value_bytes: l.max_value_bytes,
+            max_row_bytes: l.max_row_bytes,
+        }
+    }
+}
+
 struct Sql<'a>(&'a Value);
 
 impl ToSql for Sql<'_> {
@@ -68,7 +78,7 @@ fn from_sql(v: ValueRef<'_>) -> Value {
     }
 }
 
-/// Check one value against its column; returns it normalized (integers widen to real).
+/// Check one value against its column: kind, NULL-ability, size, JSON validity.
 fn check_value(
     col: &crate::schema::ColumnSchema,
     v: &Value,

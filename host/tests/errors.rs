@@ -15,16 +15,13 @@ struct Thing {
 fn a_malformed_line_is_an_error_naming_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.ndjson");
-    shop_events(&events, 1, 3_000);
-    let mut text = std::fs::read_to_string(&events).unwrap();
     // Line 2001: a required field is missing.
-    let mut lines: Vec<String> = text.lines().map(String::from).collect();
-    lines.insert(
-        2000,
-        r#"{"stream":"order-1","data":{"orderId":"O1"}}"#.to_string(),
+    shop_events_with(
+        &events,
+        1,
+        3_000,
+        &[(2000, r#"{"stream":"order-1","data":{"orderId":"O1"}}"#)],
     );
-    text = lines.join("\n") + "\n";
-    std::fs::write(&events, &text).unwrap();
 
     let m = modules(dir.path(), &["order-summary"]);
     let summary = run_once(&config(dir.path(), &events, &m, 100));
@@ -70,18 +67,13 @@ fn invalid_json_is_reported_too() {
 fn an_op_on_an_undeclared_table_fails_its_batch_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.ndjson");
-    shop_events(&events, 2, 1_000);
-    let mut lines: Vec<String> = std::fs::read_to_string(&events)
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
     // Line 551 is the "Evil" event: batches are 100 events, so lines 501..600 fail.
-    lines.insert(
-        550,
-        r#"{"stream":"x-1","type":"Evil","data":{}}"#.to_string(),
+    let lines = shop_events_with(
+        &events,
+        2,
+        1_000,
+        &[(550, r#"{"stream":"x-1","type":"Evil","data":{}}"#)],
     );
-    std::fs::write(&events, lines.join("\n") + "\n").unwrap();
 
     let m = modules(dir.path(), &["undeclared-table", "order-summary"]);
     let summary = run_once(&config(dir.path(), &events, &m, 100));

@@ -14,17 +14,8 @@ fn run_with(
 ) -> (String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.ndjson");
-    shop_events(&events, 8, 600);
-    let mut lines: Vec<String> = std::fs::read_to_string(&events)
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
-    lines.insert(
-        300,
-        format!(r#"{{"stream":"evil-1","type":"{bad_type}","data":{{}}}}"#),
-    );
-    std::fs::write(&events, lines.join("\n") + "\n").unwrap();
+    let bad = format!(r#"{{"stream":"evil-1","type":"{bad_type}","data":{{}}}}"#);
+    let lines = shop_events_with(&events, 8, 600, &[(300, &bad)]);
 
     let m = modules(dir.path(), &["hostile", "order-summary"]);
     let mut cfg = config(dir.path(), &events, &m, 100);
@@ -127,19 +118,20 @@ fn dead_letter_isolates_the_bad_event_and_records_it() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         let events = dir.path().join("events.ndjson");
-        shop_events(&events, 8, 600);
-        let mut lines: Vec<String> = std::fs::read_to_string(&events)
-            .unwrap()
-            .lines()
-            .map(String::from)
-            .collect();
-        lines.insert(
-            300,
-            r#"{"stream":"evil-1","type":"Panic","id":"bad-1","data":{}}"#.to_string(),
+        // Line 301 panics in the module; line 451 is malformed (no `type`): both go
+        // through the same policy.
+        let lines = shop_events_with(
+            &events,
+            8,
+            600,
+            &[
+                (
+                    300,
+                    r#"{"stream":"evil-1","type":"Panic","id":"bad-1","data":{}}"#,
+                ),
+                (450, r#"{"stream":"order-1","data":{}}"#),
+            ],
         );
-        // A malformed line (no `type`) goes through the same policy.
-        lines.insert(450, r#"{"stream":"order-1","data":{}}"#.to_string());
-        std::fs::write(&events, lines.join("\n") + "\n").unwrap();
 
         let m = modules(dir.path(), &["hostile", "order-summary"]);
         let mut cfg = config(dir.path(), &events, &m, 100);
@@ -281,21 +273,21 @@ fn an_oversized_row_is_refused() {
 fn dead_letters_can_be_retried_after_a_fix() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.ndjson");
-    shop_events(&events, 8, 600);
-    let mut lines: Vec<String> = std::fs::read_to_string(&events)
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
-    lines.insert(
-        300,
-        r#"{"stream":"evil-1","type":"Panic","id":"bad-1","data":{}}"#.to_string(),
+    let mut lines = shop_events_with(
+        &events,
+        8,
+        600,
+        &[
+            (
+                300,
+                r#"{"stream":"evil-1","type":"Panic","id":"bad-1","data":{}}"#,
+            ),
+            (
+                400,
+                r#"{"stream":"evil-2","type":"Panic","id":"bad-2","data":{}}"#,
+            ),
+        ],
     );
-    lines.insert(
-        400,
-        r#"{"stream":"evil-2","type":"Panic","id":"bad-2","data":{}}"#.to_string(),
-    );
-    std::fs::write(&events, lines.join("\n") + "\n").unwrap();
     let m = modules(dir.path(), &["hostile"]);
     let mut cfg = config(dir.path(), &events, &m, 100);
     cfg.projections.insert(

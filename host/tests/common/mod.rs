@@ -58,6 +58,27 @@ pub fn shop_events(path: &Path, seed: u64, count: u64) {
     std::io::Write::flush(&mut f).unwrap();
 }
 
+/// Write `count` shop events from `seed` to `path` with extra lines inserted, each at
+/// its 0-based index (applied in order); returns the file's lines.
+pub fn shop_events_with(
+    path: &Path,
+    seed: u64,
+    count: u64,
+    inserts: &[(usize, &str)],
+) -> Vec<String> {
+    shop_events(path, seed, count);
+    let mut lines: Vec<String> = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    for (at, line) in inserts {
+        lines.insert(*at, line.to_string());
+    }
+    std::fs::write(path, lines.join("\n") + "\n").unwrap();
+    lines
+}
+
 /// A config over `source` with data in `dir/data`.
 pub fn config(dir: &Path, source: &Path, modules: &Path, max_events: usize) -> Config {
     Config {
