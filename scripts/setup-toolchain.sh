@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Install the guest toolchain if it is missing: rustup's wasm32-unknown-unknown target
 # when present, else Debian's rustc-web with its std source (see README, "Building").
+# wasm32-wasip1 (WASI guests, e.g. the tests' WASI probe) also needs Debian's wasi-libc.
 set -euo pipefail
 
 sysroot=$(rustc --print sysroot 2>/dev/null || true)
-if [ -n "$sysroot" ] && [ -d "$sysroot/lib/rustlib/wasm32-unknown-unknown" ]; then
+if [ -n "$sysroot" ] && [ -d "$sysroot/lib/rustlib/wasm32-unknown-unknown" ] \
+   && [ -d "$sysroot/lib/rustlib/wasm32-wasip1" ]; then
   echo "guest toolchain: rustup wasm32-unknown-unknown"; exit 0
 fi
 
-pkgs=(rustc-web cargo-web rust-web-src lld-22)
+pkgs=(rustc-web cargo-web rust-web-src lld-22 wasi-libc)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -27,6 +27,46 @@ pub struct Config {
     /// Per-projection settings, by projection name.
     #[serde(default)]
     pub projections: BTreeMap<String, ProjectionSettings>,
+    #[serde(default)]
+    /// Watching the modules folder and replacing versions.
+    pub reload: ReloadSettings,
+}
+
+/// How the modules folder is watched and old versions are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReloadSettings {
+    /// `notify` (filesystem events, with a slow rescan as a safety net) or `poll` (rescan
+    /// only: for bind mounts and network filesystems that deliver no events).
+    pub watch: WatchMode,
+    /// Rescan interval in milliseconds when polling.
+    pub poll_ms: u64,
+    /// A changed file is loaded once it has stayed the same for this long.
+    pub debounce_ms: u64,
+    /// Old versions whose tables are kept after a cutover, for rollback.
+    pub keep_versions: usize,
+}
+
+impl Default for ReloadSettings {
+    fn default() -> Self {
+        ReloadSettings {
+            watch: WatchMode::Notify,
+            poll_ms: 250,
+            debounce_ms: 100,
+            keep_versions: 0,
+        }
+    }
+}
+
+/// How changes in the modules folder are noticed.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum WatchMode {
+    /// Filesystem notifications, plus a rescan every few seconds.
+    #[default]
+    Notify,
+    /// Rescan every `poll_ms`.
+    Poll,
 }
 
 /// How events are grouped into calls and transactions.

@@ -4,7 +4,7 @@
 //! A retried event applies after the events that followed it; that is the price of
 //! having let them through. Run it while the host is stopped (one writer per file).
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 
 use crate::config::Config;
 use crate::runtime::Runtime;
@@ -24,16 +24,7 @@ pub struct RetryReport {
 /// Retry every dead letter of `projection` (the module in the config's modules folder).
 pub fn retry(config: &Config, projection: &str) -> Result<RetryReport> {
     let runtime = Runtime::new(config.limits.clone(), Some(config.data.join("cache")))?;
-    let (modules, _) = crate::host::load_modules(&runtime, &config.modules)?;
-    let module = modules
-        .into_iter()
-        .find(|m| m.schema().name == projection)
-        .with_context(|| {
-            format!(
-                "no module for projection `{projection}` in {}",
-                config.modules.display()
-            )
-        })?;
+    let module = crate::registry::module_for(&runtime, &config.modules, projection)?;
     let schema = module.schema().clone();
     let db = ProjectionDb::open(&config.data, schema.clone())?;
     let checkpoint = db.checkpoint()?.unwrap_or_default();

@@ -1,9 +1,9 @@
-//! The daemon: load the modules folder, start one runner thread per projection,
-//! show progress, wait, and summarize. `main` is a thin shell around [`run`].
+//! The daemon: load the modules folder into the registry (one runner thread per
+//! projection), watch it, show progress, and summarize. `main` is a thin shell around [`run`].
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 
 use crate::config::Config;
-use crate::runner::{Runner, Stats};
-use crate::runtime::{Module, Runtime};
+use crate::registry::{Registry, StatsList};
+use crate::runner::Stats;
+use crate::runtime::Module;
 
 /// How `run` should behave.
 #[derive(Debug, Clone, Copy, Default)]
@@ -81,106 +82,11 @@ impl RunSummary {
     }
 }
 
-/// Load every `*.wasm` in `dir`; refused modules are reported, never fatal to the rest.
-pub fn load_modules(
-    runtime: &Runtime,
-    dir: &Path,
-) -> Result<(Vec<Arc<Module>>, Vec<(PathBuf, String)>)> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading modules folder {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
-        .collect();
-    paths.sort();
-    let mut modules: Vec<Arc<Module>> = Vec::new();
-    let mut rejected = Vec::new();
-    for path in paths {
-        let loaded = std::fs::read(&path)
-            .with_context(|| format!("reading {}", path.display()))
-            .and_then(|bytes| runtime.load(&bytes));
-        match loaded {
-            Ok(m) if modules.iter().any(|x| x.schema().name == m.schema().name) => {
-                let reason = format!(
-                    "another module already provides projection `{}`",
-                    m.schema().name
-                );
-                tracing::error!(module = %path.display(), "rejected: {reason}");
-                rejected.push((path, reason));
-            }
-            Ok(m) => {
-                tracing::info!(module = %path.display(), projection = %m.schema().name, version = m.schema().version, from_cache = m.from_cache, "loaded");
-                modules.push(Arc::new(m));
-            }
-            Err(e) => {
-                let reason = format!("{e:#}");
-                tracing::error!(module = %path.display(), "rejected: {reason}");
-                rejected.push((path, reason));
-            }
-        }
-    }
-    Ok((modules, rejected))
-}
-
-/// Run every projection in the config's modules folder until done (`once`) or shutdown.
-pub fn run(config: &Config, options: RunOptions, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
-    let loading = Instant::now();
-    std::fs::create_dir_all(&config.data)
-        .with_context(|| format!("creating data dir {}", config.data.display()))?;
-    // Create the catalog before runners open it concurrently.
-    crate::store::Catalog::open(&config.data)?;
-    let runtime = Runtime::new(config.limits.clone(), Some(config.data.join("cache")))?;
-    let (modules, rejected) = load_modules(&runtime, &config.modules)?;
-    if modules.is_empty() {
-        anyhow::bail!(
-            "no projection module could be loaded from {}",
-            config.modules.display()
-        );
-    }
-    let load_elapsed = loading.elapsed();
-    let started = Instant::now();
-
-    let mut handles = Vec::new();
-    for module in modules {
-        let stats = Arc::new(Stats::default());
-        let runner = Runner {
-            module: module.clone(),
-            data: config.data.clone(),
-            source: config.source.clone(),
-            batch: config.batch.clone(),
-            once: options.once,
-            policy: config
-                .projections
-                .get(&module.schema().name)
-                .map(|p| p.error_policy)
-                .unwrap_or_default(),
-            shutdown: shutdown.clone(),
-            stats: stats.clone(),
-        };
-        let handle = std::thread::Builder::new()
-            .name(format!("runner-{}", module.schema().name))
-            .spawn(move || runner.run())
-            .context("starting a runner thread")?;
-        handles.push((module, stats, handle));
-    }
-
-    let done = Arc::new(AtomicBool::new(false));
-    let all_stats: Vec<(String, Arc<Stats>)> = handles
-        .iter()
-        .map(|(m, s, _)| (m.schema().name.clone(), s.clone()))
-        .collect();
-    let progress = {
-        let done = done.clone();
-        let bars = options.progress && std::io::stderr().is_terminal();
-        std::thread::spawn(move || show_progress(all_stats, done, bars))
-    };
-
-    let mut projections = Vec::new();
-    for (module, stats, handle) in handles {
-        let result = handle
-            .join()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("runner thread panicked")));
+impl ProjectionReport {
+    /// The report of one runner, from its counters and how it ended.
+    pub fn of(module: &Module, stats: &Stats, error: Option<anyhow::Error>) -> ProjectionReport {
         let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        projections.push(ProjectionReport {
+        ProjectionReport {
             name: module.schema().name.clone(),
             version: module.schema().version,
             events_read: load(&stats.events_read),
@@ -198,52 +104,99 @@ pub fn run(config: &Config, options: RunOptions, shutdown: Arc<AtomicBool>) -> R
                 &stats.commit_ns,
             ]
             .map(|a| load(a) as f64 / 1e9),
-            error: result.err().map(|e| format!("{e:#}")),
-        });
+            error: error.map(|e| format!("{e:#}")),
+        }
     }
+}
+
+/// Run every projection in the config's modules folder until done (`once`) or shutdown.
+/// Without `once`, the modules folder is watched: modules dropped in, changed or removed
+/// are started, swapped, rebuilt or stopped while the rest keep running (see `registry`).
+pub fn run(config: &Config, options: RunOptions, shutdown: Arc<AtomicBool>) -> Result<RunSummary> {
+    let loading = Instant::now();
+    std::fs::create_dir_all(&config.data)
+        .with_context(|| format!("creating data dir {}", config.data.display()))?;
+    // Create the catalog before runners open it concurrently.
+    crate::store::Catalog::open(&config.data)?;
+    let mut registry = Registry::new(config, options.once, shutdown.clone())?;
+    registry.load_all()?;
+    if options.once && !registry.running() {
+        anyhow::bail!(
+            "no projection module could be loaded from {}",
+            config.modules.display()
+        );
+    }
+    let load_elapsed = loading.elapsed();
+    let started = Instant::now();
+
+    let done = Arc::new(AtomicBool::new(false));
+    let progress = {
+        let (done, stats) = (done.clone(), registry.stats.clone());
+        let bars = options.progress && std::io::stderr().is_terminal();
+        std::thread::spawn(move || show_progress(stats, done, bars))
+    };
+    let _watcher = (!options.once).then(|| registry.watch()).flatten();
+    let wait = Duration::from_millis(match (&_watcher, options.once) {
+        (_, true) => 20,
+        (Some(_), false) => 2000.min(config.reload.poll_ms.max(1) * 8),
+        (None, false) => config.reload.poll_ms.max(1),
+    });
+    let outcome = loop {
+        if shutdown.load(Ordering::Relaxed) || (options.once && !registry.running()) {
+            break Ok(());
+        }
+        if let Err(e) = registry.tick(wait) {
+            break Err(e);
+        }
+    };
+    registry.finish();
     done.store(true, Ordering::Relaxed);
     let _ = progress.join();
+    outcome?;
     Ok(RunSummary {
-        projections,
-        rejected,
+        projections: std::mem::take(&mut registry.reports),
+        rejected: std::mem::take(&mut registry.rejected),
         load_elapsed,
         elapsed: started.elapsed(),
     })
 }
 
-/// Progress bars on a terminal; a log line every few seconds otherwise.
-fn show_progress(stats: Vec<(String, Arc<Stats>)>, done: Arc<AtomicBool>, bars: bool) {
+/// Progress bars on a terminal; a log line every few seconds otherwise. Runners started
+/// later (new modules, rebuilds) get their bar when they appear.
+fn show_progress(stats: StatsList, done: Arc<AtomicBool>, bars: bool) {
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let snapshot = || stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let state = |s: &Stats| {
+        if s.caught_up.load(Ordering::Relaxed) {
+            "live"
+        } else {
+            "catching up"
+        }
+    };
     if bars {
         let multi = indicatif::MultiProgress::new();
         let style = indicatif::ProgressStyle::with_template(
-            "{prefix:>16} [{bar:30}] {percent:>3}% {msg} eta {eta}",
+            "{prefix:>20} [{bar:30}] {percent:>3}% {msg} eta {eta}",
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> ");
-        let list: Vec<_> = stats
-            .iter()
-            .map(|(name, s)| {
+        let mut list: Vec<(indicatif::ProgressBar, Arc<Stats>, Instant)> = Vec::new();
+        while !done.load(Ordering::Relaxed) {
+            for (name, s) in snapshot().into_iter().skip(list.len()) {
                 let bar = multi.add(indicatif::ProgressBar::new(load(&s.progress_total).max(1)));
                 bar.set_style(style.clone());
-                bar.set_prefix(name.clone());
-                (bar, s.clone(), Instant::now())
-            })
-            .collect();
-        while !done.load(Ordering::Relaxed) {
+                bar.set_prefix(name);
+                list.push((bar, s, Instant::now()));
+            }
             for (bar, s, t0) in &list {
                 bar.set_length(load(&s.progress_total).max(1));
                 bar.set_position(load(&s.progress_done));
                 let rate = load(&s.events_read) as f64 / t0.elapsed().as_secs_f64().max(1e-3);
-                let state = if s.caught_up.load(Ordering::Relaxed) {
-                    "live"
-                } else {
-                    "catching up"
-                };
                 bar.set_message(format!(
-                    "{} events, {:.0}/s, {state}",
+                    "{} events, {:.0}/s, {}",
                     load(&s.events_read),
-                    rate
+                    rate,
+                    state(s)
                 ));
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -257,9 +210,9 @@ fn show_progress(stats: Vec<(String, Arc<Stats>)>, done: Arc<AtomicBool>, bars: 
             std::thread::sleep(Duration::from_millis(100));
             if last.elapsed() >= Duration::from_secs(5) {
                 last = Instant::now();
-                for (name, s) in &stats {
+                for (name, s) in snapshot() {
                     let (d, t) = (load(&s.progress_done), load(&s.progress_total).max(1));
-                    tracing::info!(projection = %name, events = load(&s.events_read), percent = d * 100 / t, "progress");
+                    tracing::info!(projection = %name, events = load(&s.events_read), percent = d * 100 / t, state = state(&s), "progress");
                 }
             }
         }

@@ -2,13 +2,15 @@
 //!
 //! Events flow `source` → `runner` (one per projection) → `runtime` (the Wasm
 //! module) → `store` (SQLite, ops and checkpoint in one transaction). `host`
-//! wires them together; `query` reads the results; `toolchain` builds guests;
+//! wires them together and `registry` starts, swaps, rebuilds and stops runners as
+//! module files change; `query` reads the results; `toolchain` builds guests;
 //! `verify` checks that a module is deterministic.
 
 pub mod config;
 pub mod dead_letters;
 pub mod host;
 pub mod query;
+pub mod registry;
 pub mod runner;
 pub mod runtime;
 pub mod schema;

@@ -4,9 +4,14 @@
 //! → `module.handle` (one fresh instance per batch) → `db.apply_batch` (ops and
 //! checkpoint in one savepoint) → `db.commit` (every batch when live; every
 //! `commit_events` / `commit_interval_ms` while catching up).
+//!
+//! The registry steers a runner through its [`Control`]: stop, swap in new code at the
+//! next batch boundary, or run as a *shadow* that rebuilds a new version beside the
+//! serving one and cuts over (one catalog update) once it has caught up.
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -57,6 +62,28 @@ fn add_time(counter: &AtomicU64, since: Instant) {
     counter.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
 }
 
+/// How the registry steers a running runner; shared between them.
+#[derive(Default)]
+pub struct Control {
+    /// Stop after the current batch.
+    pub stop: AtomicBool,
+    /// New code of the same version and tables, swapped in at the next batch boundary.
+    pub swap: Mutex<Option<Arc<Module>>>,
+    /// True while this runner owns the projection's catalog row; a shadow gets it at cutover.
+    pub primary: AtomicBool,
+    /// Set by a shadow once it has caught up and readers point at its tables.
+    pub cut_over: AtomicBool,
+}
+
+impl Control {
+    /// A control for a runner that owns its projection (not a shadow).
+    pub fn primary() -> Arc<Control> {
+        let c = Control::default();
+        c.primary.store(true, Ordering::Relaxed);
+        Arc::new(c)
+    }
+}
+
 /// Why a projection stopped processing.
 #[derive(Debug, thiserror::Error)]
 pub enum Fault {
@@ -96,15 +123,19 @@ pub struct Runner {
     pub once: bool,
     /// What a failing batch does: stop, or isolate and skip / dead-letter the bad event.
     pub policy: ErrorPolicy,
-    /// Set to stop after the current batch.
+    /// Set to stop every runner after its current batch.
     pub shutdown: Arc<AtomicBool>,
+    /// This runner's own steering.
+    pub control: Arc<Control>,
+    /// For a shadow rebuild: the control of the runner it replaces at cutover.
+    pub replaces: Option<Arc<Control>>,
     /// Live counters.
     pub stats: Arc<Stats>,
 }
 
 impl Runner {
     /// Run until the source ends (`once`), shutdown, or a fault.
-    pub fn run(self) -> Result<()> {
+    pub fn run(mut self) -> Result<()> {
         let schema = self.module.schema().clone();
         let (name, version) = (schema.name.clone(), schema.version);
         let catalog = Catalog::open(&self.data)?;
@@ -126,8 +157,12 @@ impl Runner {
         let mut source: Box<dyn EventSource> =
             source::open(&self.source, resume, Filter::of(&schema), !self.once)
                 .with_context(|| format!("projection `{name}`"))?;
-        catalog.started(&name, version, &self.module.hash)?;
-        tracing::info!(projection = %name, version, from = checkpoint.position.commit, "started");
+        if self.primary() {
+            catalog.started(&name, version, &self.module.hash)?;
+            tracing::info!(projection = %name, version, from = checkpoint.position.commit, "started");
+        } else {
+            tracing::info!(projection = %name, version, from = checkpoint.position.commit, "rebuilding beside the serving version");
+        }
         self.stats
             .events_read
             .store(checkpoint.events, Ordering::Relaxed);
@@ -137,7 +172,8 @@ impl Runner {
         let mut uncommitted = 0u64;
         let mut last_commit = Instant::now();
         let mut caught_up = false;
-        while !self.shutdown.load(Ordering::Relaxed) {
+        while !self.shutdown.load(Ordering::Relaxed) && !self.control.stop.load(Ordering::Relaxed) {
+            self.swap_in(&catalog)?;
             events.clear();
             let t0 = Instant::now();
             let read = match source.read_batch(
@@ -174,7 +210,7 @@ impl Runner {
                         "projection `{name}` stopped at position {}: {e:#}",
                         checkpoint.position.commit
                     );
-                    catalog.set_state(&name, "faulted", Some(&reason))?;
+                    self.set_state(&catalog, &name, "faulted", Some(&reason))?;
                     tracing::error!(projection = %name, "{reason}");
                     return Err(e.context(format!("projection `{name}`")));
                 }
@@ -189,9 +225,14 @@ impl Runner {
                 if !caught_up {
                     caught_up = true;
                     self.stats.caught_up.store(true, Ordering::Relaxed);
-                    catalog.set_state(&name, "caught-up", None)?;
-                    catalog.serve(&name, version)?;
-                    tracing::info!(projection = %name, position = checkpoint.position.commit, "caught up");
+                    if !self.primary() {
+                        self.cut_over(&catalog)?;
+                    }
+                    self.set_state(&catalog, &name, "caught-up", None)?;
+                    if self.primary() {
+                        catalog.serve(&name, version)?;
+                    }
+                    tracing::info!(projection = %name, version, position = checkpoint.position.commit, "caught up");
                 }
                 if self.once {
                     break;
@@ -240,7 +281,7 @@ impl Runner {
                         fault,
                     };
                     let reason = fault.to_string();
-                    catalog.set_state(&name, "faulted", Some(&reason))?;
+                    self.set_state(&catalog, &name, "faulted", Some(&reason))?;
                     tracing::error!(projection = %name, "{reason}");
                     return Err(fault.into());
                 }
@@ -259,7 +300,7 @@ impl Runner {
         }
         self.commit(db.as_mut().expect("db is back"), &catalog, &name)?;
         if !self.once {
-            catalog.set_state(&name, "stopped", None)?;
+            self.set_state(&catalog, &name, "stopped", None)?;
         }
         tracing::info!(projection = %name, position = checkpoint.position.commit, "stopped");
         Ok(())
@@ -268,7 +309,58 @@ impl Runner {
     /// Commit, and record the accounting that goes with it.
     fn commit(&self, db: &mut ProjectionDb, catalog: &Catalog, name: &str) -> Result<()> {
         db.commit()?;
-        catalog.account(name, &self.stats)
+        if self.primary() {
+            catalog.account(name, &self.stats)?;
+        }
+        Ok(())
+    }
+
+    /// True while this runner owns the catalog row (a shadow does not, until cutover).
+    fn primary(&self) -> bool {
+        self.control.primary.load(Ordering::Relaxed)
+    }
+
+    /// Record a state in the catalog, if this runner owns the row.
+    fn set_state(&self, catalog: &Catalog, name: &str, state: &str, reason: Option<&str>) -> Result<()> {
+        if self.primary() {
+            catalog.set_state(name, state, reason)?;
+        } else if state == "faulted" {
+            tracing::error!(projection = %name, version = self.module.schema().version, "the rebuild failed; the serving version keeps serving: {}", reason.unwrap_or_default());
+        }
+        Ok(())
+    }
+
+    /// A caught-up shadow takes over: the old runner loses the catalog row, then one
+    /// catalog update points readers at this version's tables.
+    fn cut_over(&self, catalog: &Catalog) -> Result<()> {
+        let schema = self.module.schema();
+        if let Some(old) = &self.replaces {
+            old.primary.store(false, Ordering::Relaxed);
+        }
+        catalog.cut_over(&schema.name, schema.version, &self.module.hash)?;
+        self.control.primary.store(true, Ordering::Relaxed);
+        self.control.cut_over.store(true, Ordering::Relaxed);
+        tracing::info!(projection = %schema.name, version = schema.version, "cut over: queries now read this version");
+        Ok(())
+    }
+
+    /// Take new code of the same version, if the registry left some, at a batch boundary.
+    fn swap_in(&mut self, catalog: &Catalog) -> Result<()> {
+        let next = self
+            .control
+            .swap
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(module) = next {
+            let schema = module.schema().clone();
+            tracing::info!(projection = %schema.name, version = schema.version, module = %&module.hash[..12], "swapped in new code; continuing from the checkpoint");
+            self.module = module;
+            if self.primary() {
+                catalog.started(&schema.name, schema.version, &self.module.hash)?;
+            }
+        }
+        Ok(())
     }
 
     /// Apply a failed batch one event at a time; the events that fail are skipped or

@@ -4,6 +4,11 @@
 //! A fresh instance per batch (~tens of µs for a Rust guest) means a module can keep
 //! no hidden state between batches, so replays are deterministic whatever the batch
 //! boundaries, and a trap never leaves a broken instance behind.
+//!
+//! Modules that import nothing but the projection world get no WASI at all. Modules
+//! whose toolchain needs WASI (Python, JavaScript, Rust's wasip1) get an empty context:
+//! no preopened directories, no sockets, no environment, no stdin, a fixed clock and
+//! seeded randomness, so they can neither reach the machine nor tell two replays apart.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -15,7 +20,9 @@ use anyhow::{Context as _, Result};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::ResourceTable;
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::schema::Schema;
 use crate::store::ProjectionDb;
@@ -93,9 +100,65 @@ pub struct HostState {
     pub logs: Vec<(Level, String)>,
     dropped_logs: usize,
     get_ns: u64,
+    /// The empty WASI context, for modules that import WASI; None for the others.
+    wasi: Option<Box<(WasiCtx, ResourceTable)>>,
 }
 
 impl wit::Host for HostState {}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        // WASI functions are linked only for modules that get a context (`Module::wasi`).
+        let (ctx, table) = &mut **self
+            .wasi
+            .get_or_insert_with(|| Box::new((sandbox_wasi(), ResourceTable::new())));
+        WasiCtxView { ctx, table }
+    }
+}
+
+/// Seconds since the Unix epoch every WASI guest sees as "now": 2000-01-01T00:00:00Z.
+pub const FIXED_WALL_CLOCK_SECS: u64 = 946_684_800;
+/// The seed of every WASI guest's random numbers.
+const RANDOM_SEED: u64 = 0x5eed;
+
+/// A clock that never moves: replays see the same time.
+struct FixedClock;
+
+impl wasmtime_wasi::HostWallClock for FixedClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::from_secs(FIXED_WALL_CLOCK_SECS)
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for FixedClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// The WASI context of a sandboxed module: nothing to reach, nothing that varies.
+fn sandbox_wasi() -> WasiCtx {
+    use rand::SeedableRng as _;
+    let rng = || rand::rngs::StdRng::seed_from_u64(RANDOM_SEED);
+    // The builder's defaults already give no preopens, no env, no args, a closed stdin
+    // and discarded stdout/stderr; sockets and name lookup are switched off on top.
+    WasiCtx::builder()
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .wall_clock(FixedClock)
+        .monotonic_clock(FixedClock)
+        .secure_random(rng())
+        .insecure_random(rng())
+        .insecure_random_seed(u128::from(RANDOM_SEED))
+        .build()
+}
 
 impl bindings::projector::projection::read_model::Host for HostState {
     fn get(&mut self, table: String, key: Vec<Value>) -> wasmtime::Result<Option<Vec<Value>>> {
@@ -167,7 +230,10 @@ impl wasmtime::ResourceLimiter for PeakLimiter {
 /// The process-wide engine and linker, plus the compile cache.
 pub struct Runtime {
     engine: Engine,
+    /// The projection world alone: for modules that import no WASI.
     linker: Linker<HostState>,
+    /// The projection world plus WASI (sync, empty context).
+    wasi_linker: Linker<HostState>,
     limits: Limits,
     cache_dir: Option<PathBuf>,
     ticker_stop: Arc<AtomicBool>,
@@ -190,6 +256,9 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         Projection::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| anyhow::anyhow!("linking host imports: {e}"))?;
+        let mut wasi_linker = linker.clone();
+        wasmtime_wasi::p2::add_to_linker_sync(&mut wasi_linker)
+            .map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (e, stop) = (engine.clone(), ticker_stop.clone());
         std::thread::Builder::new()
@@ -208,6 +277,7 @@ impl Runtime {
         Ok(Runtime {
             engine,
             linker,
+            wasi_linker,
             limits,
             cache_dir,
             ticker_stop,
@@ -223,7 +293,12 @@ impl Runtime {
     pub fn load(&self, wasm: &[u8]) -> Result<Module> {
         let hash = hex::encode(Sha256::digest(wasm));
         let (component, from_cache) = self.compile_cached(wasm, &hash)?;
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+        let wasi = component
+            .component_type()
+            .imports(&self.engine)
+            .any(|(name, _)| name.starts_with("wasi:"));
+        let linker = if wasi { &self.wasi_linker } else { &self.linker };
+        let pre = linker.instantiate_pre(&component).map_err(|e| {
             anyhow::anyhow!(
                 "the component does not fit the projector:projection@0.1.0 world: {e:#}"
             )
@@ -237,6 +312,7 @@ impl Runtime {
             limits: self.limits.clone(),
             hash,
             from_cache,
+            wasi,
             schema: None,
         };
         let (_state, manifest) = module.call(None, |p, store| p.call_manifest(store), 0);
@@ -303,6 +379,8 @@ pub struct Module {
     pub hash: String,
     /// True when the compiled code came from the on-disk cache (no recompile).
     pub from_cache: bool,
+    /// True when the module imports WASI (and so runs with the empty WASI context).
+    pub wasi: bool,
     schema: Option<Arc<Schema>>,
 }
 
@@ -407,6 +485,9 @@ impl Module {
             logs: Vec::new(),
             dropped_logs: 0,
             get_ns: 0,
+            wasi: self
+                .wasi
+                .then(|| Box::new((sandbox_wasi(), ResourceTable::new()))),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);

@@ -182,6 +182,36 @@ pub fn version_path(data: &Path, name: &str, version: u32) -> PathBuf {
     data.join(name).join(format!("v{version}.sqlite"))
 }
 
+/// The versions of `name` that have files under the data dir, ascending.
+pub fn versions_on_disk(data: &Path, name: &str) -> Vec<u32> {
+    let mut versions: Vec<u32> = std::fs::read_dir(data.join(name))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let file = e.ok()?.file_name().into_string().ok()?;
+            file.strip_prefix('v')?.strip_suffix(".sqlite")?.parse().ok()
+        })
+        .collect();
+    versions.sort_unstable();
+    versions
+}
+
+/// Delete one version's files (database, WAL and shared memory).
+pub fn remove_version(data: &Path, name: &str, version: u32) -> Result<()> {
+    let db = version_path(data, name, version);
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = db.clone().into_os_string();
+        p.push(suffix);
+        match std::fs::remove_file(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", db.display()));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 impl ProjectionDb {
     /// Open (or create) the read model of `schema`'s projection version under `data`.
     pub fn open(data: &Path, schema: Arc<Schema>) -> Result<ProjectionDb> {
@@ -658,6 +688,21 @@ impl Catalog {
             params![name, version],
         )?;
         Ok(())
+    }
+
+    /// A rebuilt version takes over: it serves and runs, in one row update.
+    pub fn cut_over(&self, name: &str, version: u32, module_sha256: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE projections SET serving_version = ?2, running_version = ?2, module_sha256 = ?3,
+               state = 'caught-up', reason = NULL WHERE name = ?1",
+            params![name, version, module_sha256],
+        )?;
+        Ok(())
+    }
+
+    /// Forget a projection (its files are removed by the caller).
+    pub fn forget(&self, name: &str) -> Result<bool> {
+        Ok(self.conn.execute("DELETE FROM projections WHERE name = ?1", [name])? == 1)
     }
 
     /// Record a state change (`caught-up`, `stopped`, `faulted`) with its reason.

@@ -3,6 +3,10 @@
 //! Prefers rustup's `wasm32-unknown-unknown` target when installed; otherwise uses
 //! Debian's rustc with its std source (`-Zbuild-std`). The core module becomes a
 //! component in-process with `wit-component`.
+//!
+//! A crate may ask for `wasm32-wasip1` (`[package.metadata.projector] target`): its
+//! module is wrapped with the WASI preview1 reactor adapter and runs with the host's
+//! empty WASI context. Projections need no WASI; this route is for code that does.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,6 +14,10 @@ use std::process::Command;
 use anyhow::{Context as _, Result};
 
 const TARGET: &str = "wasm32-unknown-unknown";
+/// The WASI target a crate may ask for.
+const WASI_TARGET: &str = "wasm32-wasip1";
+/// Debian's wasi-libc (package wasi-libc), which `wasm32-wasip1` links against.
+const DEBIAN_WASI_LIBC: &str = "/usr/lib/wasm32-wasi";
 /// Debian's compiler (package rustc-web) and its std source (rust-web-src).
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 const DEBIAN_STD_SRC: &str = "/usr/lib/rustlib/src/rust";
@@ -23,21 +31,26 @@ pub enum Route {
     DebianBuildStd,
 }
 
-/// Pick the route this machine supports, or say what to install.
+/// Pick the route this machine supports for `wasm32-unknown-unknown`, or say what to install.
 pub fn detect_route() -> Result<Route> {
+    detect_route_for(TARGET)
+}
+
+fn detect_route_for(target: &str) -> Result<Route> {
     let sysroot = Command::new("rustc").args(["--print", "sysroot"]).output();
     if let Ok(out) = sysroot {
         let root = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if Path::new(&root).join("lib/rustlib").join(TARGET).exists() {
+        if Path::new(&root).join("lib/rustlib").join(target).exists() {
             return Ok(Route::Rustup);
         }
     }
-    if Path::new(DEBIAN_RUSTC).exists() && Path::new(DEBIAN_STD_SRC).exists() {
+    let libc_ok = target != WASI_TARGET || Path::new(DEBIAN_WASI_LIBC).exists();
+    if Path::new(DEBIAN_RUSTC).exists() && Path::new(DEBIAN_STD_SRC).exists() && libc_ok {
         return Ok(Route::DebianBuildStd);
     }
     anyhow::bail!(
-        "no wasm32 toolchain: install rustup's target (`rustup target add {TARGET}`) or, on Debian, \
-         `apt-get install rustc-web cargo-web rust-web-src lld-22` (scripts/setup-toolchain.sh does this)"
+        "no {target} toolchain: install rustup's target (`rustup target add {target}`) or, on Debian, \
+         `apt-get install rustc-web cargo-web rust-web-src lld-22 wasi-libc` (scripts/setup-toolchain.sh does this)"
     )
 }
 
@@ -89,7 +102,15 @@ pub fn build(dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
         ),
     };
 
-    let route = detect_route()?;
+    let target = match package["metadata"]["projector"]["target"].as_str() {
+        None | Some(TARGET) => TARGET,
+        Some(WASI_TARGET) => WASI_TARGET,
+        Some(other) => anyhow::bail!(
+            "{}: unsupported [package.metadata.projector] target `{other}` (use {TARGET} or {WASI_TARGET})",
+            manifest.display()
+        ),
+    };
+    let route = detect_route_for(target)?;
     let mut cmd = Command::new("cargo");
     cmd.current_dir(dir)
         .args([
@@ -97,7 +118,7 @@ pub fn build(dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
             "--release",
             "--lib",
             "--target",
-            TARGET,
+            target,
             "--manifest-path",
         ])
         .arg(&manifest_abs)
@@ -109,6 +130,9 @@ pub fn build(dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
         cmd.env("RUSTC_BOOTSTRAP", "1")
             .env("RUSTC", DEBIAN_RUSTC)
             .arg("-Zbuild-std=std,panic_abort");
+        if target == WASI_TARGET {
+            cmd.env("RUSTFLAGS", format!("-L{DEBIAN_WASI_LIBC}"));
+        }
     }
     tracing::info!(crate = %name, route = ?route, "building guest");
     let status = cmd.status().context("running cargo build for the guest")?;
@@ -116,12 +140,17 @@ pub fn build(dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
         anyhow::bail!("building {} failed ({status})", dir.display());
     }
     let core = target_dir
-        .join(TARGET)
+        .join(target)
         .join("release")
         .join(format!("{}.wasm", name.replace('-', "_")));
     let core_bytes = std::fs::read(&core)
         .with_context(|| format!("reading the core module {}", core.display()))?;
-    let component = componentize(&core_bytes)
+    let component = if target == WASI_TARGET {
+        componentize_wasi(&core_bytes)
+    } else {
+        componentize(&core_bytes)
+    };
+    let component = component
         .with_context(|| format!("turning {} into a component", core.display()))?;
     let out = match out {
         Some(p) => p.to_path_buf(),
@@ -140,5 +169,17 @@ pub fn componentize(core: &[u8]) -> Result<Vec<u8>> {
     wit_component::ComponentEncoder::default()
         .validate(true)
         .module(core)?
+        .encode()
+}
+
+/// Wrap a `wasm32-wasip1` core module into a component through the preview1 reactor adapter.
+pub fn componentize_wasi(core: &[u8]) -> Result<Vec<u8>> {
+    wit_component::ComponentEncoder::default()
+        .validate(true)
+        .module(core)?
+        .adapter(
+            "wasi_snapshot_preview1",
+            wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+        )?
         .encode()
 }

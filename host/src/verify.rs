@@ -120,6 +120,7 @@ pub fn verify(
             },
             limits: limits.clone(),
             projections: Default::default(),
+            reload: Default::default(),
         };
         let options = crate::RunOptions {
             once: true,

@@ -12,12 +12,22 @@ fn run_with(
     bad_type: &str,
     tune: impl FnOnce(&mut projector::Config),
 ) -> (String, tempfile::TempDir) {
+    run_module_with("hostile", bad_type, tune)
+}
+
+/// Run the guest `module` (whose table `seen` gets a row per event) + `order-summary`
+/// over shop events with one bad event at line 301; return the module's fault.
+fn run_module_with(
+    module: &str,
+    bad_type: &str,
+    tune: impl FnOnce(&mut projector::Config),
+) -> (String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.ndjson");
     let bad = format!(r#"{{"stream":"evil-1","type":"{bad_type}","data":{{}}}}"#);
     let lines = shop_events_with(&events, 8, 600, &[(300, &bad)]);
 
-    let m = modules(dir.path(), &["hostile", "order-summary"]);
+    let m = modules(dir.path(), &[module, "order-summary"]);
     let mut cfg = config(dir.path(), &events, &m, 100);
     tune(&mut cfg);
     let summary = run_once(&cfg);
@@ -38,7 +48,7 @@ fn run_with(
     let bad = summary
         .projections
         .iter()
-        .find(|p| p.name == "hostile")
+        .find(|p| p.name == module)
         .unwrap();
     let err = bad.error.clone().expect("the hostile projection faults");
     // Nothing of the failing batch (the one holding line 301) was written.
@@ -52,7 +62,7 @@ fn run_with(
         .parse()
         .unwrap();
     assert!(after < 301, "{err}");
-    let seen: Vec<serde_json::Value> = query(&data, "hostile", "SELECT count(*) AS n FROM seen");
+    let seen: Vec<serde_json::Value> = query(&data, module, "SELECT count(*) AS n FROM seen");
     let want = lines[..after as usize]
         .iter()
         .filter(|l| !l.contains("\"$"))
@@ -62,8 +72,60 @@ fn run_with(
         "only the batches before the bad one: {err}"
     );
     let catalog = projector::store::Catalog::open_read_only(&data).unwrap();
-    assert_eq!(catalog.entry("hostile").unwrap().unwrap().state, "faulted");
+    assert_eq!(catalog.entry(module).unwrap().unwrap().state, "faulted");
     (err, dir)
+}
+
+// A module built for WASI (as Python and JavaScript guests are) runs with an empty
+// WASI context: what it tries to reach is not there, and the attempt faults only it.
+
+#[test]
+fn a_wasi_module_cannot_read_host_files() {
+    let (err, _d) = run_module_with("wasi-probe", "ReadFile", |_| {});
+    assert!(err.contains("cannot read /etc/passwd"), "{err}");
+}
+
+#[test]
+fn a_wasi_module_cannot_open_sockets() {
+    let (err, _d) = run_module_with("wasi-probe", "Connect", |_| {});
+    assert!(err.contains("cannot connect to 127.0.0.1:22"), "{err}");
+}
+
+#[test]
+fn a_wasi_module_sees_no_environment() {
+    // Even with variables set in the host process.
+    let (err, _d) = run_module_with("wasi-probe", "Env", |_| {});
+    assert!(err.contains("no environment variables"), "{err}");
+}
+
+/// The clock a WASI module reads is fixed and its randomness seeded: two runs with
+/// different batch boundaries give byte-identical tables.
+#[test]
+fn a_wasi_module_sees_a_fixed_clock_and_seeded_randomness() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.ndjson");
+    shop_events(&events, 5, 400);
+    let report = projector::verify::verify(
+        &guest("wasi-probe"),
+        events.to_str().unwrap(),
+        Default::default(),
+        [1000, 7],
+    )
+    .unwrap();
+    assert!(report.deterministic(), "{:?}", report.runs);
+    assert!(report.runs[0][0].rows > 300, "{:?}", report.runs);
+
+    let m = modules(dir.path(), &["wasi-probe"]);
+    assert!(run_once(&config(dir.path(), &events, &m, 50)).ok());
+    let rows: Vec<serde_json::Value> =
+        query(&dir.path().join("data"), "wasi-probe", "SELECT payload FROM seen");
+    let clock = format!("clock={}", projector::runtime::FIXED_WALL_CLOCK_SECS);
+    assert!(
+        rows.iter()
+            .all(|r| r["payload"].as_str().unwrap().starts_with(&clock)),
+        "{:?}",
+        &rows[..3]
+    );
 }
 
 #[test]

@@ -36,13 +36,19 @@ fn a_component_of_another_world_is_rejected_with_a_reason() {
         err.contains("does not export the projection world") || err.contains("does not fit"),
         "{err}"
     );
-    // One that imports WASI filesystem access: refused before any code runs.
-    let wasi = wat::parse_str(
-        r#"(component (import "wasi:filesystem/preopens@0.2.0" (instance (export "get-directories" (func)))))"#,
-    )
-    .unwrap();
-    let err = format!("{:#}", rt.load(&wasi).err().expect("rejected"));
-    assert!(err.contains("wasi:filesystem/preopens"), "{err}");
+    // WASI that the sandbox does not provide (HTTP), or a WASI import of the wrong
+    // shape: refused before any code runs, naming the import.
+    for (import, func) in [
+        ("wasi:http/outgoing-handler@0.2.0", "handle"),
+        ("wasi:filesystem/preopens@0.2.0", "get-directories"),
+    ] {
+        let wasi = wat::parse_str(format!(
+            r#"(component (import "{import}" (instance (export "{func}" (func)))))"#
+        ))
+        .unwrap();
+        let err = format!("{:#}", rt.load(&wasi).err().expect("rejected"));
+        assert!(err.contains(import), "{err}");
+    }
     let err = format!(
         "{:#}",
         rt.load(b"random bytes, not wasm").err().expect("rejected")
