@@ -116,6 +116,7 @@ pub fn run(config: &Config, options: RunOptions, shutdown: Arc<AtomicBool>) -> R
     let loading = Instant::now();
     std::fs::create_dir_all(&config.data)
         .with_context(|| format!("creating data dir {}", config.data.display()))?;
+    let _lock = crate::store::HostLock::acquire(&config.data)?;
     // Create the catalog before runners open it concurrently.
     crate::store::Catalog::open(&config.data)?;
     let mut registry = Registry::new(config, options.once, shutdown.clone())?;

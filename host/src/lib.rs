@@ -4,10 +4,11 @@
 //! module) → `store` (SQLite, ops and checkpoint in one transaction). `host`
 //! wires them together and `registry` starts, swaps, rebuilds and stops runners as
 //! module files change; `query` reads the results; `toolchain` builds guests;
-//! `verify` checks that a module is deterministic.
+//! `verify` checks that a module is deterministic; `diff` compares two modules' tables.
 
 pub mod config;
 pub mod dead_letters;
+pub mod diff;
 pub mod host;
 pub mod query;
 pub mod registry;

@@ -49,6 +49,19 @@ enum Command {
         #[arg(long)]
         source: String,
     },
+    /// Run two modules over the same events and show, per table, rows added, removed, changed.
+    Diff {
+        old: PathBuf,
+        new: PathBuf,
+        #[arg(long)]
+        source: String,
+    },
+    /// Delete a stopped projection's tables (every version) and its catalog entry.
+    Drop {
+        #[arg(long)]
+        data: PathBuf,
+        projection: String,
+    },
     /// Clear a projection's fault so the next start runs it again.
     Resume {
         #[arg(long)]
@@ -129,6 +142,22 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
                 "{projection}: {} dead-lettered events applied, {} still failing",
                 r.applied, r.still_failing
             );
+        }
+        Command::Diff { old, new, source } => {
+            let diffs = projector::diff::diff(&old, &new, &source, &Default::default())?;
+            for d in &diffs {
+                println!(
+                    "{:<24} +{} added  -{} removed  ~{} changed  ({} unchanged)",
+                    d.table, d.added, d.removed, d.changed, d.same
+                );
+                for e in &d.examples {
+                    println!("    {e}");
+                }
+            }
+        }
+        Command::Drop { data, projection } => {
+            projector::store::drop_projection(&data, &projection)?;
+            println!("{projection}: tables and catalog entry deleted");
         }
         Command::Resume { data, projection } => {
             if projector::store::Catalog::open(&data)?.resume(&projection)? {

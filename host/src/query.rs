@@ -10,22 +10,34 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::store::{Catalog, version_path};
 
+/// Open the serving version's file. A cutover may delete the old file between reading
+/// the catalog and opening it: then the catalog names the new version, so look again.
+fn open_serving(data: &Path, projection: &str) -> Result<Connection> {
+    let mut attempt = 0;
+    loop {
+        let catalog = Catalog::open_read_only(data)?;
+        let entry = catalog
+            .entry(projection)?
+            .with_context(|| format!("no projection `{projection}` in {}", data.display()))?;
+        let version = entry
+            .serving_version
+            .with_context(|| format!("projection `{projection}` has no serving version yet"))?;
+        let path = version_path(data, projection, version);
+        match Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        ) {
+            Ok(conn) => return Ok(conn),
+            Err(_) if attempt < 3 => attempt += 1,
+            Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+        }
+    }
+}
+
 /// Run `sql` on `projection`'s serving version; one JSON object per row to `out`.
 /// Returns the number of rows. Anything but one read-only statement is refused.
 pub fn query(data: &Path, projection: &str, sql: &str, out: &mut impl Write) -> Result<usize> {
-    let catalog = Catalog::open_read_only(data)?;
-    let entry = catalog
-        .entry(projection)?
-        .with_context(|| format!("no projection `{projection}` in {}", data.display()))?;
-    let version = entry
-        .serving_version
-        .with_context(|| format!("projection `{projection}` has no serving version yet"))?;
-    let path = version_path(data, projection, version);
-    let conn = Connection::open_with_flags(
-        &path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .with_context(|| format!("opening {}", path.display()))?;
+    let conn = open_serving(data, projection)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     // ATTACH counts as read-only to SQLite: forbid it, so a query sees this projection only.
     conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;

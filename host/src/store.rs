@@ -196,6 +196,50 @@ pub fn versions_on_disk(data: &Path, name: &str) -> Vec<u32> {
     versions
 }
 
+/// `projector drop`: delete every version of a projection and its catalog entry. Refused
+/// while a host runs on the data folder (it holds `host.lock`).
+pub fn drop_projection(data: &Path, name: &str) -> Result<()> {
+    let _lock = HostLock::acquire(data)
+        .context("stop the host first (its runners may hold the files)")?;
+    let catalog = Catalog::open(data)?;
+    let known = catalog.forget(name)?;
+    let folder = data.join(name);
+    if !known && !folder.exists() {
+        anyhow::bail!("no projection `{name}` in {}", data.display());
+    }
+    if folder.exists() {
+        std::fs::remove_dir_all(&folder)
+            .with_context(|| format!("removing {}", folder.display()))?;
+    }
+    Ok(())
+}
+
+/// An exclusive lock on a data folder: one host (or one `drop`) at a time.
+pub struct HostLock(#[allow(dead_code)] std::fs::File);
+
+impl HostLock {
+    /// Take the lock, or fail saying that another process holds it.
+    pub fn acquire(data: &Path) -> Result<HostLock> {
+        std::fs::create_dir_all(data)
+            .with_context(|| format!("creating data dir {}", data.display()))?;
+        let path = data.join("host.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(HostLock(file)),
+            Err(_) => anyhow::bail!(
+                "another projector process is using {} (it holds {})",
+                data.display(),
+                path.display()
+            ),
+        }
+    }
+}
+
 /// Delete one version's files (database, WAL and shared memory).
 pub fn remove_version(data: &Path, name: &str, version: u32) -> Result<()> {
     let db = version_path(data, name, version);

@@ -105,32 +105,12 @@ pub fn verify(
         .schema()
         .clone();
     let work = tempfile::tempdir().context("creating a temporary folder")?;
-    let modules = work.path().join("modules");
-    std::fs::create_dir_all(&modules)?;
-    std::fs::write(modules.join("module.wasm"), &wasm)?;
     let mut runs = Vec::new();
     for (i, max_events) in batch_sizes.into_iter().enumerate() {
-        let config = Config {
-            source: source.to_string(),
-            data: work.path().join(format!("run{i}")),
-            modules: modules.clone(),
-            batch: BatchSettings {
-                max_events,
-                ..BatchSettings::default()
-            },
-            limits: limits.clone(),
-            projections: Default::default(),
-            reload: Default::default(),
-        };
-        let options = crate::RunOptions {
-            once: true,
-            progress: false,
-        };
-        let summary = crate::host::run(&config, options, Arc::new(AtomicBool::new(false)))?;
-        if let Some(e) = summary.projections.iter().find_map(|p| p.error.clone()) {
-            anyhow::bail!("run {} failed: {e}", i + 1);
-        }
-        runs.push(digest(&config.data, &schema)?);
+        let data = work.path().join(format!("run{i}"));
+        run_into(&wasm, source, &limits, max_events, &data)
+            .with_context(|| format!("run {}", i + 1))?;
+        runs.push(digest(&data, &schema)?);
     }
     let second = runs.pop().unwrap_or_default();
     let first = runs.pop().unwrap_or_default();
@@ -138,4 +118,43 @@ pub fn verify(
         projection: schema.name.clone(),
         runs: [first, second],
     })
+}
+
+/// Run one module over `source` to its end, into the data folder `data` (its modules
+/// folder is made inside it). Fails if the module faults.
+pub fn run_into(
+    wasm: &[u8],
+    source: &str,
+    limits: &Limits,
+    max_events: usize,
+    data: &Path,
+) -> Result<()> {
+    let modules = data.join("modules");
+    std::fs::create_dir_all(&modules)
+        .with_context(|| format!("creating {}", modules.display()))?;
+    std::fs::write(modules.join("module.wasm"), wasm)?;
+    let config = Config {
+        source: source.to_string(),
+        data: data.to_path_buf(),
+        modules,
+        batch: BatchSettings {
+            max_events,
+            ..BatchSettings::default()
+        },
+        limits: limits.clone(),
+        projections: Default::default(),
+        reload: Default::default(),
+    };
+    let options = crate::RunOptions {
+        once: true,
+        progress: false,
+    };
+    let summary = crate::host::run(&config, options, Arc::new(AtomicBool::new(false)))?;
+    if let Some(e) = summary.projections.iter().find_map(|p| p.error.clone()) {
+        anyhow::bail!("{e}");
+    }
+    if let Some((path, e)) = summary.rejected.first() {
+        anyhow::bail!("{}: {e}", path.display());
+    }
+    Ok(())
 }
