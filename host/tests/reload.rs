@@ -2,7 +2,8 @@
 //! dropped in goes live; new code of the same version swaps in without replay; a broken
 //! module or a table change without a version bump is refused while the old keeps
 //! running; a version bump rebuilds beside the serving version and cuts over with no
-//! reader ever seeing a mix or a partial table; a removed file stops its projection.
+//! reader ever seeing a mix or a partial table; a removed file stops its projection,
+//! and `projector drop` deletes its tables once the host has stopped.
 
 mod common;
 
@@ -262,8 +263,17 @@ fn modules_are_shipped_swapped_rebuilt_and_removed_while_the_host_runs() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(counts(&data).unwrap(), before, "a stopped projection reads nothing");
 
+    // `projector drop` waits for the host to stop: it holds the data folder's lock.
+    let refused = format!(
+        "{:#}",
+        projector::store::drop_projection(&data, "tally").unwrap_err()
+    );
+    assert!(refused.contains("stop the host first"), "{refused}");
+
     shutdown.store(true, Ordering::Relaxed);
     let summary = host.join().unwrap().expect("the host ran");
+    projector::store::drop_projection(&data, "tally").unwrap();
+    assert!(!folder.exists() && counts(&data).is_none());
     let rejected: Vec<String> = summary
         .rejected
         .iter()
