@@ -26,7 +26,8 @@ pub fn retry(config: &Config, projection: &str) -> Result<RetryReport> {
     let runtime = Runtime::new(config.limits.clone(), Some(config.data.join("cache")))?;
     let module = crate::registry::module_for(&runtime, &config.modules, projection)?;
     let schema = module.schema().clone();
-    let db = ProjectionDb::open(&config.data, schema.clone())?;
+    let generation = crate::store::Catalog::open(&config.data)?.generation_of(projection, schema.version)?;
+    let db = ProjectionDb::open(&config.data, schema.clone(), generation)?;
     let checkpoint = db.checkpoint()?.unwrap_or_default();
     let letters = db.dead_letters()?;
     let mut report = RetryReport::default();

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
+use projector::registry::Delivery;
 use projector::{Config, RunOptions, host, query, toolchain};
 
 #[derive(Parser)]
@@ -62,7 +63,18 @@ enum Command {
         data: PathBuf,
         projection: String,
     },
-    /// Clear a projection's fault so the next start runs it again.
+    /// Rebuild a projection from the first event through its current module, beside the
+    /// serving build; with --until, pause there for analysis. Asks a running host, or
+    /// runs here when none runs on the data folder.
+    Replay {
+        #[arg(long)]
+        config: PathBuf,
+        projection: String,
+        /// Stop (and serve, paused) at this position.
+        #[arg(long)]
+        until: Option<u64>,
+    },
+    /// Clear a projection's fault or pause; a running host continues it at once.
     Resume {
         #[arg(long)]
         data: PathBuf,
@@ -160,13 +172,22 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
             println!("{projection}: tables and catalog entry deleted");
         }
         Command::Resume { data, projection } => {
-            if projector::store::Catalog::open(&data)?.resume(&projection)? {
-                println!("{projection}: fault cleared; it runs again at the next start");
-            } else {
-                anyhow::bail!(
-                    "projection `{projection}` is not faulted in {}",
-                    data.display()
-                );
+            match projector::registry::resume(&data, &projection)? {
+                Delivery::Requested => println!("{projection}: asked the running host to resume it"),
+                Delivery::Done => println!("{projection}: cleared; it runs again at the next start"),
+            }
+        }
+        Command::Replay {
+            config,
+            projection,
+            until,
+        } => {
+            let config = Config::load(&config)?;
+            match projector::registry::replay(&config, &projection, until)? {
+                Delivery::Requested => println!(
+                    "{projection}: asked the running host to replay it; the current build serves until the new one has caught up"
+                ),
+                Delivery::Done => println!("{projection}: replayed{}; the new build serves", until.map(|u| format!(" until position {u} (paused there)")).unwrap_or_default()),
             }
         }
         Command::Verify { module, source } => {

@@ -8,7 +8,7 @@ use rusqlite::limits::Limit;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 
-use crate::store::{Catalog, version_path};
+use crate::store::{Catalog, build_path};
 
 /// Open the serving version's file. A cutover may delete the old file between reading
 /// the catalog and opening it: then the catalog names the new version, so look again.
@@ -22,7 +22,7 @@ fn open_serving(data: &Path, projection: &str) -> Result<Connection> {
         let version = entry
             .serving_version
             .with_context(|| format!("projection `{projection}` has no serving version yet"))?;
-        let path = version_path(data, projection, version);
+        let path = build_path(data, projection, version, entry.serving_generation);
         match Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,

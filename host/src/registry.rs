@@ -12,6 +12,10 @@
 //!   `keep_versions` are deleted;
 //! - file removed → the projection stops; its tables stay until `projector drop`.
 //!
+//! `projector replay` forces a shadow rebuild of the current module into a new build of
+//! the same version (optionally pausing at a position); with a host running it arrives
+//! as a request file in `data/control/`, read at each turn of the loop.
+//!
 //! Changes are noticed by rescanning the folder (file size and mtime), woken early by
 //! filesystem notifications; a changed file is loaded once it has stopped changing.
 
@@ -68,10 +72,33 @@ impl RunnerHandle {
 /// A projection and the file that provides it.
 struct Slot {
     path: PathBuf,
+    /// The module that file provides (to restart after a pause or replay).
+    module: Arc<Module>,
     /// The runner that owns the catalog row (serving, or building the only version).
     primary: Option<RunnerHandle>,
     /// A new version rebuilding beside the primary.
     shadow: Option<RunnerHandle>,
+}
+
+/// Folder under the data dir where commands leave requests for a running host.
+const CONTROL_DIR: &str = "control";
+
+/// A request to a running host, left as a JSON file in `data/control/`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Request {
+    /// Rebuild the current module into a new build of its version (pausing at `until`).
+    Replay {
+        /// The projection.
+        projection: String,
+        /// Pause at this position.
+        until: Option<u64>,
+    },
+    /// Continue a paused or faulted projection.
+    Resume {
+        /// The projection.
+        projection: String,
+    },
 }
 
 /// What a loaded module does to the projection it names.
@@ -187,6 +214,7 @@ impl Registry {
         }
         if !self.once {
             self.rescan()?;
+            self.requests()?;
         }
         self.supervise()
     }
@@ -296,11 +324,12 @@ impl Registry {
         let name = schema.name.clone();
         let Some(slot) = self.slots.get(&name) else {
             tracing::info!(module = %path.display(), projection = %name, version = schema.version, from_cache = module.from_cache, "loaded");
-            let primary = Some(self.start(&module, Control::primary(), None)?);
+            let primary = Some(self.start(&module, Control::primary(), None, None, None)?);
             self.slots.insert(
                 name,
                 Slot {
                     path,
+                    module,
                     primary,
                     shadow: None,
                 },
@@ -342,28 +371,118 @@ impl Registry {
             Action::Refuse(reason) => self.reject(path, reason),
             Action::Swap(control) => {
                 tracing::info!(projection = %name, version = schema.version, "new code for the same version: swapping it in at the next batch");
-                *control.swap.lock().unwrap_or_else(|e| e.into_inner()) = Some(module);
+                *control.swap.lock().unwrap_or_else(|e| e.into_inner()) = Some(module.clone());
+                self.set_module(&name, module);
             }
             Action::Start => {
                 tracing::info!(projection = %name, version = schema.version, "loaded");
-                let primary = self.start(&module, Control::primary(), None)?;
+                let primary = self.start(&module, Control::primary(), None, None, None)?;
                 if let Some(slot) = self.slots.get_mut(&name) {
                     slot.primary = Some(primary);
                 }
+                self.set_module(&name, module);
             }
             Action::Rebuild => {
-                let slot = self.slots.get_mut(&name).expect("slot checked above");
-                let abandoned = slot.shadow.take();
-                let replaces = slot.primary.as_ref().map(|p| p.control.clone());
-                if let Some(old) = abandoned {
-                    tracing::info!(projection = %name, version = old.module.schema().version, "abandoning the unfinished rebuild");
-                    self.reports.push(old.stop());
-                }
                 tracing::info!(projection = %name, version = schema.version, "new version: rebuilding from the first event while the current version serves");
-                let shadow = self.start(&module, Arc::new(Control::default()), replaces)?;
-                if let Some(slot) = self.slots.get_mut(&name) {
-                    slot.shadow = Some(shadow);
-                }
+                self.set_module(&name, module.clone());
+                self.rebuild(&name, module, None, None)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn set_module(&mut self, name: &str, module: Arc<Module>) {
+        if let Some(slot) = self.slots.get_mut(name) {
+            slot.module = module;
+        }
+    }
+
+    /// Start a shadow runner for `module` beside the primary (abandoning an unfinished
+    /// one): build `generation` of its version (None: the serving or first one), up to
+    /// `until` if given.
+    fn rebuild(
+        &mut self,
+        name: &str,
+        module: Arc<Module>,
+        generation: Option<u32>,
+        until: Option<u64>,
+    ) -> Result<()> {
+        let Some(slot) = self.slots.get_mut(name) else {
+            anyhow::bail!("no module provides projection `{name}`");
+        };
+        let abandoned = slot.shadow.take();
+        let replaces = slot.primary.as_ref().map(|p| p.control.clone());
+        if let Some(old) = abandoned {
+            tracing::info!(projection = %name, version = old.module.schema().version, "abandoning the unfinished rebuild");
+            self.reports.push(old.stop());
+        }
+        let shadow = self.start(
+            &module,
+            Arc::new(Control::default()),
+            replaces,
+            generation,
+            until,
+        )?;
+        if let Some(slot) = self.slots.get_mut(name) {
+            slot.shadow = Some(shadow);
+        }
+        Ok(())
+    }
+
+    /// Carry out the requests left in `data/control/` by `projector replay` / `resume`.
+    fn requests(&mut self) -> Result<()> {
+        let dir = self.config.data.join(CONTROL_DIR);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(());
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            let request = std::fs::read(&path)
+                .map_err(anyhow::Error::from)
+                .and_then(|b| Ok(serde_json::from_slice::<Request>(&b)?));
+            std::fs::remove_file(&path)
+                .with_context(|| format!("removing {}", path.display()))?;
+            let outcome = match request {
+                Ok(Request::Replay { projection, until }) => self.replay(&projection, until),
+                Ok(Request::Resume { projection }) => self.resume(&projection),
+                Err(e) => Err(e.context(format!("unreadable request {}", path.display()))),
+            };
+            if let Err(e) = outcome {
+                tracing::error!("request refused: {e:#}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Rebuild the current module of `name` into a new build of its version.
+    fn replay(&mut self, name: &str, until: Option<u64>) -> Result<()> {
+        let module = self
+            .slots
+            .get(name)
+            .map(|s| s.module.clone())
+            .with_context(|| format!("no module provides projection `{name}`"))?;
+        let generation = next_generation(&self.config.data, &module);
+        tracing::info!(projection = %name, version = module.schema().version, generation, until, "replay requested: rebuilding while the current build serves");
+        self.rebuild(name, module, Some(generation), until)
+    }
+
+    /// Continue a paused (or faulted) projection.
+    fn resume(&mut self, name: &str) -> Result<()> {
+        crate::store::Catalog::open(&self.config.data)?.resume(name)?;
+        let slot = self
+            .slots
+            .get(name)
+            .with_context(|| format!("no module provides projection `{name}`"))?;
+        if slot.primary.is_none() {
+            let module = slot.module.clone();
+            tracing::info!(projection = %name, "resuming");
+            let primary = self.start(&module, Control::primary(), None, None, None)?;
+            if let Some(slot) = self.slots.get_mut(name) {
+                slot.primary = Some(primary);
             }
         }
         Ok(())
@@ -380,6 +499,8 @@ impl Registry {
         module: &Arc<Module>,
         control: Arc<Control>,
         replaces: Option<Arc<Control>>,
+        generation: Option<u32>,
+        until: Option<u64>,
     ) -> Result<RunnerHandle> {
         let stats = Arc::new(Stats::default());
         let name = module.schema().name.clone();
@@ -398,6 +519,8 @@ impl Registry {
             shutdown: self.shutdown.clone(),
             control: control.clone(),
             replaces,
+            generation,
+            until,
             stats: stats.clone(),
         };
         let thread = std::thread::Builder::new()
@@ -433,18 +556,8 @@ impl Registry {
                     self.reports.push(old.stop());
                     tracing::info!(projection = %name, version, "the replaced version stopped");
                 }
-                let serving = slot
-                    .primary
-                    .as_ref()
-                    .map(|p| p.module.schema().version);
-                let mut old: Vec<u32> = crate::store::versions_on_disk(&data, name)
-                    .into_iter()
-                    .filter(|v| Some(*v) != serving)
-                    .collect();
-                old.reverse();
-                for v in old.into_iter().skip(keep) {
-                    crate::store::remove_version(&data, name, v)?;
-                    tracing::info!(projection = %name, version = v, "old version's tables dropped");
+                for (version, generation) in crate::store::prune_builds(&data, name, keep)? {
+                    tracing::info!(projection = %name, version, generation, "old tables dropped");
                 }
             }
             for h in [&mut slot.shadow, &mut slot.primary] {
@@ -479,4 +592,96 @@ fn load(runtime: &Runtime, path: &Path) -> Result<Module> {
     std::fs::read(path)
         .with_context(|| format!("reading {}", path.display()))
         .and_then(|bytes| runtime.load(&bytes))
+}
+
+/// The next unused build number of `module`'s version.
+fn next_generation(data: &Path, module: &Module) -> u32 {
+    let schema = module.schema();
+    crate::store::builds_on_disk(data, &schema.name)
+        .into_iter()
+        .filter(|(v, _)| *v == schema.version)
+        .map(|(_, g)| g + 1)
+        .max()
+        .unwrap_or(1)
+}
+
+/// How a command reached its projection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// A host is running on the data folder: it was asked through `data/control/`.
+    Requested,
+    /// No host runs there: the command ran here, to the end.
+    Done,
+}
+
+/// `projector replay`: rebuild `name` from the first event through its current module
+/// (the one in the modules folder), pausing at `until` if given. A running host is asked
+/// to do it; otherwise it runs here and the new build cuts over when done.
+pub fn replay(config: &Config, name: &str, until: Option<u64>) -> Result<Delivery> {
+    let Ok(_lock) = crate::store::HostLock::acquire(&config.data) else {
+        send(
+            &config.data,
+            &Request::Replay {
+                projection: name.to_string(),
+                until,
+            },
+        )?;
+        return Ok(Delivery::Requested);
+    };
+    let runtime = Runtime::new(config.limits.clone(), Some(config.data.join("cache")))?;
+    let module = Arc::new(module_for(&runtime, &config.modules, name)?);
+    crate::store::Catalog::open(&config.data)?;
+    let generation = next_generation(&config.data, &module);
+    let runner = Runner {
+        module: module.clone(),
+        data: config.data.clone(),
+        source: config.source.clone(),
+        batch: config.batch.clone(),
+        once: true,
+        policy: config
+            .projections
+            .get(name)
+            .map(|p| p.error_policy)
+            .unwrap_or_default(),
+        shutdown: Arc::new(AtomicBool::new(false)),
+        control: Arc::new(Control::default()),
+        replaces: None,
+        generation: Some(generation),
+        until,
+        stats: Arc::new(Stats::default()),
+    };
+    runner.run()?;
+    crate::store::prune_builds(&config.data, name, config.reload.keep_versions)?;
+    Ok(Delivery::Done)
+}
+
+/// `projector resume`: clear a fault or a pause; a running host continues the projection.
+pub fn resume(data: &Path, name: &str) -> Result<Delivery> {
+    let Ok(_lock) = crate::store::HostLock::acquire(data) else {
+        send(
+            data,
+            &Request::Resume {
+                projection: name.to_string(),
+            },
+        )?;
+        return Ok(Delivery::Requested);
+    };
+    if !crate::store::Catalog::open(data)?.resume(name)? {
+        anyhow::bail!(
+            "projection `{name}` is neither faulted nor paused in {}",
+            data.display()
+        );
+    }
+    Ok(Delivery::Done)
+}
+
+/// Leave a request for the running host (written whole, then renamed into place).
+fn send(data: &Path, request: &Request) -> Result<()> {
+    let dir = data.join(CONTROL_DIR);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let stamp = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let path = dir.join(format!("{stamp}-{}.json", std::process::id()));
+    crate::runtime::write_atomic(&path, &serde_json::to_vec(request)?)
 }

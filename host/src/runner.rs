@@ -129,6 +129,11 @@ pub struct Runner {
     pub control: Arc<Control>,
     /// For a shadow rebuild: the control of the runner it replaces at cutover.
     pub replaces: Option<Arc<Control>>,
+    /// Which build of the version to write: None for the serving one (or the first); a
+    /// replay of the same version writes a new one.
+    pub generation: Option<u32>,
+    /// Stop at this position and pause there (a replay for analysis); None to run on.
+    pub until: Option<u64>,
     /// Live counters.
     pub stats: Arc<Stats>,
 }
@@ -151,7 +156,21 @@ impl Runner {
                 e.reason.unwrap_or_default()
             );
         }
-        let db = ProjectionDb::open(&self.data, schema.clone())?;
+        // A pause (after `replay --until`) holds until `projector resume` or another replay.
+        if self.primary()
+            && let Some(e) = catalog.entry(&name)?
+            && e.state == "paused"
+            && e.running_version == Some(version)
+        {
+            tracing::info!(projection = %name, "paused ({}); `projector resume {name}` continues it", e.reason.unwrap_or_default());
+            return Ok(());
+        }
+        let generation = match self.generation {
+            Some(g) => g,
+            None => catalog.generation_of(&name, version)?,
+        };
+        self.generation = Some(generation);
+        let db = ProjectionDb::open(&self.data, schema.clone(), generation)?;
         let mut checkpoint = db.checkpoint()?.unwrap_or_default();
         let resume = (checkpoint.position.commit > 0).then_some(checkpoint.position);
         let mut source: Box<dyn EventSource> =
@@ -216,6 +235,7 @@ impl Runner {
                 }
             };
             add_time(&self.stats.read_ns, t0);
+            let (read, paused_at) = self.cut_at_until(&mut events, read);
             let p = source.progress();
             self.stats.progress_done.store(p.done, Ordering::Relaxed);
             self.stats.progress_total.store(p.total, Ordering::Relaxed);
@@ -286,6 +306,16 @@ impl Runner {
                     return Err(fault.into());
                 }
             }
+            if let Some(at) = paused_at {
+                self.commit(d, &catalog, &name)?;
+                if !self.primary() {
+                    self.cut_over(&catalog)?;
+                }
+                let reason = format!("replayed until position {at}");
+                self.set_state(&catalog, &name, "paused", Some(&reason))?;
+                tracing::info!(projection = %name, version, "paused: {reason}; its tables serve as of that position");
+                return Ok(());
+            }
             let live = read.at_end || caught_up;
             if live
                 || uncommitted >= self.batch.commit_events
@@ -315,6 +345,32 @@ impl Runner {
         Ok(())
     }
 
+    /// With `until`: drop the events past it from the batch, and say whether the pause
+    /// point is reached (the checkpoint then stops exactly there).
+    fn cut_at_until(
+        &self,
+        events: &mut source::EventBuffer,
+        mut read: source::ReadBatch,
+    ) -> (source::ReadBatch, Option<u64>) {
+        let (Some(until), Some(last)) = (self.until, read.last) else {
+            return (read, None);
+        };
+        if last.commit < until {
+            return (read, None);
+        }
+        let keep = events
+            .as_slice()
+            .iter()
+            .take_while(|e| e.position.commit <= until)
+            .count();
+        events.truncate(keep);
+        read.last = Some(crate::runtime::wit::Position {
+            commit: until,
+            prepare: until,
+        });
+        (read, Some(until))
+    }
+
     /// True while this runner owns the catalog row (a shadow does not, until cutover).
     fn primary(&self) -> bool {
         self.control.primary.load(Ordering::Relaxed)
@@ -337,7 +393,8 @@ impl Runner {
         if let Some(old) = &self.replaces {
             old.primary.store(false, Ordering::Relaxed);
         }
-        catalog.cut_over(&schema.name, schema.version, &self.module.hash)?;
+        let generation = self.generation.unwrap_or(0);
+        catalog.cut_over(&schema.name, schema.version, generation, &self.module.hash)?;
         self.control.primary.store(true, Ordering::Relaxed);
         self.control.cut_over.store(true, Ordering::Relaxed);
         tracing::info!(projection = %schema.name, version = schema.version, "cut over: queries now read this version");

@@ -177,23 +177,54 @@ fn tune(conn: &Connection) -> rusqlite::Result<()> {
     )
 }
 
-/// The file of one projection version under the data dir.
+/// The file of one projection version's first build under the data dir.
 pub fn version_path(data: &Path, name: &str, version: u32) -> PathBuf {
-    data.join(name).join(format!("v{version}.sqlite"))
+    build_path(data, name, version, 0)
 }
 
-/// The versions of `name` that have files under the data dir, ascending.
-pub fn versions_on_disk(data: &Path, name: &str) -> Vec<u32> {
-    let mut versions: Vec<u32> = std::fs::read_dir(data.join(name))
+/// The file of one build of a projection version: `v<version>.sqlite` for the first,
+/// `v<version>.<generation>.sqlite` for each replay of the same version.
+pub fn build_path(data: &Path, name: &str, version: u32, generation: u32) -> PathBuf {
+    match generation {
+        0 => data.join(name).join(format!("v{version}.sqlite")),
+        g => data.join(name).join(format!("v{version}.{g}.sqlite")),
+    }
+}
+
+/// The builds (version, generation) of `name` that have files under the data dir, ascending.
+pub fn builds_on_disk(data: &Path, name: &str) -> Vec<(u32, u32)> {
+    let mut builds: Vec<(u32, u32)> = std::fs::read_dir(data.join(name))
         .into_iter()
         .flatten()
         .filter_map(|e| {
             let file = e.ok()?.file_name().into_string().ok()?;
-            file.strip_prefix('v')?.strip_suffix(".sqlite")?.parse().ok()
+            let stem = file.strip_prefix('v')?.strip_suffix(".sqlite")?;
+            match stem.split_once('.') {
+                None => Some((stem.parse().ok()?, 0)),
+                Some((v, g)) => Some((v.parse().ok()?, g.parse().ok()?)),
+            }
         })
         .collect();
-    versions.sort_unstable();
-    versions
+    builds.sort_unstable();
+    builds
+}
+
+/// After a cutover: delete every build of `name` but the serving one and the `keep`
+/// newest others (kept for rollback). Returns the builds deleted.
+pub fn prune_builds(data: &Path, name: &str, keep: usize) -> Result<Vec<(u32, u32)>> {
+    let serving = Catalog::open(data)?
+        .entry(name)?
+        .and_then(|e| Some((e.serving_version?, e.serving_generation)));
+    let mut old: Vec<(u32, u32)> = builds_on_disk(data, name)
+        .into_iter()
+        .filter(|b| Some(*b) != serving)
+        .collect();
+    old.reverse();
+    let doomed: Vec<(u32, u32)> = old.into_iter().skip(keep).collect();
+    for &(v, g) in &doomed {
+        remove_build(data, name, v, g)?;
+    }
+    Ok(doomed)
 }
 
 /// `projector drop`: delete every version of a projection and its catalog entry. Refused
@@ -240,9 +271,9 @@ impl HostLock {
     }
 }
 
-/// Delete one version's files (database, WAL and shared memory).
-pub fn remove_version(data: &Path, name: &str, version: u32) -> Result<()> {
-    let db = version_path(data, name, version);
+/// Delete one build's files (database, WAL and shared memory).
+pub fn remove_build(data: &Path, name: &str, version: u32, generation: u32) -> Result<()> {
+    let db = build_path(data, name, version, generation);
     for suffix in ["", "-wal", "-shm"] {
         let mut p = db.clone().into_os_string();
         p.push(suffix);
@@ -257,9 +288,9 @@ pub fn remove_version(data: &Path, name: &str, version: u32) -> Result<()> {
 }
 
 impl ProjectionDb {
-    /// Open (or create) the read model of `schema`'s projection version under `data`.
-    pub fn open(data: &Path, schema: Arc<Schema>) -> Result<ProjectionDb> {
-        let path = version_path(data, &schema.name, schema.version);
+    /// Open (or create) build `generation` of `schema`'s projection version under `data`.
+    pub fn open(data: &Path, schema: Arc<Schema>, generation: u32) -> Result<ProjectionDb> {
+        let path = build_path(data, &schema.name, schema.version, generation);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
@@ -639,6 +670,8 @@ pub struct CatalogEntry {
     pub name: String,
     /// The version queries read, once one has caught up.
     pub serving_version: Option<u32>,
+    /// Which build of the serving version (0, or the count of replays of that version).
+    pub serving_generation: u32,
     /// `running`, `caught-up`, `stopped` or `faulted`.
     pub state: String,
     /// Why it faulted.
@@ -667,8 +700,18 @@ impl Catalog {
                  module_sha256 TEXT, state TEXT NOT NULL, reason TEXT,
                  events_read INTEGER NOT NULL DEFAULT 0, ops_written INTEGER NOT NULL DEFAULT 0,
                  fuel_used INTEGER NOT NULL DEFAULT 0, peak_memory_bytes INTEGER NOT NULL DEFAULT 0,
-                 failed_events INTEGER NOT NULL DEFAULT 0)",
+                 failed_events INTEGER NOT NULL DEFAULT 0,
+                 serving_generation INTEGER NOT NULL DEFAULT 0)",
         )?;
+        // Catalogs written before replays existed lack the generation column.
+        let has_generation = conn
+            .prepare("SELECT 1 FROM pragma_table_info('projections') WHERE name = 'serving_generation'")?
+            .exists([])?;
+        if !has_generation {
+            conn.execute_batch(
+                "ALTER TABLE projections ADD COLUMN serving_generation INTEGER NOT NULL DEFAULT 0",
+            )?;
+        }
         Ok(Catalog { conn })
     }
 
@@ -698,10 +741,11 @@ impl Catalog {
         Ok(())
     }
 
-    /// Clear a fault so the next start runs the projection again; false if it was not faulted.
+    /// Clear a fault or a pause so the next start runs the projection again; false if it
+    /// was neither faulted nor paused.
     pub fn resume(&self, name: &str) -> Result<bool> {
         let changed = self.conn.execute(
-            "UPDATE projections SET state = 'resumed', reason = NULL WHERE name = ?1 AND state = 'faulted'",
+            "UPDATE projections SET state = 'resumed', reason = NULL WHERE name = ?1 AND state IN ('faulted', 'paused')",
             [name],
         )?;
         Ok(changed == 1)
@@ -735,13 +779,29 @@ impl Catalog {
     }
 
     /// A rebuilt version takes over: it serves and runs, in one row update.
-    pub fn cut_over(&self, name: &str, version: u32, module_sha256: &str) -> Result<()> {
+    pub fn cut_over(
+        &self,
+        name: &str,
+        version: u32,
+        generation: u32,
+        module_sha256: &str,
+    ) -> Result<()> {
         self.conn.execute(
-            "UPDATE projections SET serving_version = ?2, running_version = ?2, module_sha256 = ?3,
-               state = 'caught-up', reason = NULL WHERE name = ?1",
-            params![name, version, module_sha256],
+            "INSERT INTO projections (name, serving_version, serving_generation, running_version, module_sha256, state)
+             VALUES (?1, ?2, ?3, ?2, ?4, 'caught-up')
+             ON CONFLICT (name) DO UPDATE SET serving_version = ?2, serving_generation = ?3,
+               running_version = ?2, module_sha256 = ?4, state = 'caught-up', reason = NULL",
+            params![name, version, generation, module_sha256],
         )?;
         Ok(())
+    }
+
+    /// The build of `version` a runner continues: the serving one, else the first.
+    pub fn generation_of(&self, name: &str, version: u32) -> Result<u32> {
+        Ok(self
+            .entry(name)?
+            .filter(|e| e.serving_version == Some(version))
+            .map_or(0, |e| e.serving_generation))
     }
 
     /// Forget a projection (its files are removed by the caller).
@@ -764,13 +824,15 @@ impl Catalog {
             .conn
             .query_row(
                 "SELECT name, serving_version, state, reason, running_version, module_sha256,
-                        events_read, ops_written, fuel_used, peak_memory_bytes, failed_events
+                        events_read, ops_written, fuel_used, peak_memory_bytes, failed_events,
+                        serving_generation
                  FROM projections WHERE name = ?1",
                 [name],
                 |r| {
                     Ok(CatalogEntry {
                         name: r.get(0)?,
                         serving_version: r.get(1)?,
+                        serving_generation: r.get(11)?,
                         state: r.get(2)?,
                         reason: r.get(3)?,
                         running_version: r.get(4)?,

@@ -296,3 +296,99 @@ fn modules_are_shipped_swapped_rebuilt_and_removed_while_the_host_runs() {
         summary.projections
     );
 }
+
+/// Tally counts of the first `upto` lines of the event file.
+fn counts_upto(events: &Events, upto: usize) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for line in std::fs::read_to_string(&events.path).unwrap().lines().take(upto) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if v["stream"].as_str().unwrap().starts_with("t-") {
+            *out.entry(v["type"].as_str().unwrap().to_string()).or_default() += 1;
+        }
+    }
+    out
+}
+
+fn ns(data: &Path) -> BTreeMap<String, u64> {
+    counts(data)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, c)| (k, c.n))
+        .collect()
+}
+
+fn entry(data: &Path) -> projector::store::CatalogEntry {
+    Catalog::open_read_only(data)
+        .unwrap()
+        .entry("tally")
+        .unwrap()
+        .unwrap()
+}
+
+/// `projector replay` against a running host: a new build of the same version replays
+/// beside the serving one and cuts over; `--until` pauses it at a position (serving the
+/// tables as of there) until `resume`. Offline, the same commands run in-process.
+#[test]
+fn replay_rebuilds_beside_the_serving_build_and_pauses_until_resumed() {
+    use projector::registry::{Delivery, replay, resume};
+    let dir = tempfile::tempdir().unwrap();
+    let mut events = Events::new(dir.path().join("events.ndjson"));
+    events.append(5000, &["A", "B", "C"]);
+    let modules = dir.path().join("modules");
+    std::fs::create_dir_all(&modules).unwrap();
+    ship("tally-v1", &modules, "tally.wasm");
+    let data = dir.path().join("data");
+    let mut cfg = config(dir.path(), &events.path, &modules, 500);
+    cfg.reload.poll_ms = 50;
+
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let host = {
+        let (cfg, shutdown) = (cfg.clone(), shutdown.clone());
+        std::thread::spawn(move || {
+            projector::run(
+                &cfg,
+                projector::RunOptions {
+                    once: false,
+                    progress: false,
+                },
+                shutdown,
+            )
+        })
+    };
+    wait_for("tally to serve", || exact(&data, &events));
+
+    // A full replay: generation 1 of version 1 takes over; generation 0 is dropped.
+    assert_eq!(replay(&cfg, "tally", None).unwrap(), Delivery::Requested);
+    wait_for("the replay to cut over", || entry(&data).serving_generation == 1);
+    wait_for("exact after the replay", || exact(&data, &events));
+    let folder = data.join("tally");
+    assert!(folder.join("v1.1.sqlite").exists());
+    wait_for("generation 0 dropped", || !folder.join("v1.sqlite").exists());
+
+    // Replay until line 1000: it serves the tables as of there, paused.
+    assert_eq!(replay(&cfg, "tally", Some(1000)).unwrap(), Delivery::Requested);
+    wait_for("the pause", || {
+        let e = entry(&data);
+        e.state == "paused" && e.serving_generation == 2
+    });
+    assert_eq!(ns(&data), counts_upto(&events, 1000));
+    events.append(300, &["A"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(ns(&data), counts_upto(&events, 1000), "paused: reads nothing more");
+
+    // Resume: it continues from there to the live head.
+    assert_eq!(resume(&data, "tally").unwrap(), Delivery::Requested);
+    wait_for("exact after resuming", || exact(&data, &events));
+    shutdown.store(true, Ordering::Relaxed);
+    host.join().unwrap().unwrap();
+
+    // Offline: the command runs here. A pause survives a restart until resumed.
+    assert_eq!(replay(&cfg, "tally", Some(500)).unwrap(), Delivery::Done);
+    assert_eq!(ns(&data), counts_upto(&events, 500));
+    assert_eq!(entry(&data).state, "paused");
+    assert!(run_once(&cfg).ok());
+    assert_eq!(ns(&data), counts_upto(&events, 500), "still paused");
+    assert_eq!(resume(&data, "tally").unwrap(), Delivery::Done);
+    assert!(run_once(&cfg).ok());
+    assert!(exact(&data, &events));
+}

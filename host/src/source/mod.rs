@@ -66,6 +66,11 @@ impl EventBuffer {
         self.len == 0
     }
 
+    /// Keep only the first `len` events.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
     /// The batch.
     pub fn as_slice(&self) -> &[Event] {
         &self.events[..self.len]
