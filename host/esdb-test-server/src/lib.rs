@@ -1,0 +1,818 @@
+//! A protocol-level EventStoreDB / KurrentDB test server.
+//!
+//! It speaks the gRPC protocol the official client uses — `ServerFeatures`,
+//! `Streams.Read` (stream and `$all` reads, `$all` subscriptions with event-type and
+//! stream filters, filtered checkpoints, caught-up) and `Streams.Append` (with
+//! expected-revision checks and idempotent retries) — from stubs compiled at build time
+//! from the `kurrentdb` crate's own `.proto` files. Everything lives in memory.
+//!
+//! Faults, for tests: [`TestServer::drop_subscriptions`] ends every live subscription
+//! with an error, [`TestServer::stop`] / [`TestServer::start_again`] take the port down
+//! and bring it back with the same data (refused connections in between), and
+//! [`TestServer::stall`] makes subscriptions go quiet for a while.
+
+pub mod proto {
+    //! Stubs generated from the `kurrentdb` crate's `protos/`.
+    #![allow(missing_docs, clippy::all)]
+    pub mod event_store {
+        pub mod client {
+            tonic::include_proto!("event_store.client");
+            pub mod streams {
+                tonic::include_proto!("event_store.client.streams");
+            }
+            pub mod server_features {
+                tonic::include_proto!("event_store.client.server_features");
+            }
+        }
+    }
+    pub mod google {
+        pub mod rpc {
+            tonic::include_proto!("google.rpc");
+        }
+    }
+}
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context as _, Result};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use proto::event_store::client as common;
+use proto::event_store::client::server_features as features;
+use proto::event_store::client::streams;
+use streams::read_req::options as ropts;
+
+/// One event to store.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// Stream id.
+    pub stream: String,
+    /// Event type.
+    pub event_type: String,
+    /// Event id.
+    pub id: uuid::Uuid,
+    /// Payload bytes.
+    pub data: Vec<u8>,
+    /// User metadata bytes.
+    pub metadata: Vec<u8>,
+    /// `application/json` or `application/octet-stream`.
+    pub content_type: String,
+    /// Creation time in ms since the Unix epoch.
+    pub created_ms: u64,
+}
+
+/// A stored event: what was appended plus where it landed.
+#[derive(Debug, Clone)]
+struct Stored {
+    event: NewEvent,
+    revision: u64,
+    position: u64,
+}
+
+/// Positions are spaced like byte offsets, so they never equal indexes by accident.
+const POSITION_STEP: u64 = 64;
+
+/// The log: every event in `$all` order, and each stream's events by revision.
+#[derive(Default)]
+struct Log {
+    all: Vec<Arc<Stored>>,
+    streams: HashMap<String, Vec<usize>>,
+}
+
+impl Log {
+    fn push(&mut self, event: NewEvent) -> Arc<Stored> {
+        let index = self.all.len();
+        let revisions = self.streams.entry(event.stream.clone()).or_default();
+        let stored = Arc::new(Stored {
+            revision: revisions.len() as u64,
+            position: (index as u64 + 1) * POSITION_STEP,
+            event,
+        });
+        revisions.push(index);
+        self.all.push(stored.clone());
+        stored
+    }
+
+    /// Index of the first event after `position` in `$all`.
+    fn after(&self, position: u64) -> usize {
+        self.all.partition_point(|e| e.position <= position)
+    }
+}
+
+/// State that outlives restarts of the listener.
+struct Shared {
+    log: RwLock<Log>,
+    /// Number of events in the log, for live subscriptions to wait on.
+    head: watch::Sender<usize>,
+    /// Bumped to end every live subscription with an error.
+    drops: watch::Sender<u64>,
+    /// Subscriptions send nothing until this instant.
+    stalled_until: Mutex<Option<Instant>>,
+    /// Subscriptions served so far (for tests to see resubscriptions).
+    subscriptions: std::sync::atomic::AtomicU64,
+}
+
+/// A running test server.
+pub struct TestServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    /// The runtime serving the port; dropping it drops every connection.
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+}
+
+impl TestServer {
+    /// Start on `127.0.0.1:0` holding `events`.
+    pub fn start(events: Vec<NewEvent>) -> Result<TestServer> {
+        Self::start_on("127.0.0.1:0".parse()?, events)
+    }
+
+    /// Start on `addr` holding `events`.
+    pub fn start_on(addr: SocketAddr, events: Vec<NewEvent>) -> Result<TestServer> {
+        let mut log = Log::default();
+        for e in events {
+            log.push(e);
+        }
+        let head = log.all.len();
+        let shared = Arc::new(Shared {
+            log: RwLock::new(log),
+            head: watch::channel(head).0,
+            drops: watch::channel(0).0,
+            stalled_until: Mutex::new(None),
+            subscriptions: Default::default(),
+        });
+        let (runtime, addr) = serve(addr, shared.clone())?;
+        Ok(TestServer {
+            addr,
+            shared,
+            runtime: Mutex::new(Some(runtime)),
+        })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A connection string for the client (plain text, fast discovery).
+    pub fn url(&self) -> String {
+        format!("esdb://{}?tls=false&discoveryInterval=10", self.addr)
+    }
+
+    /// Append events straight into the log (no gRPC): for loading large test data.
+    pub fn append_direct(&self, events: impl IntoIterator<Item = NewEvent>) {
+        let mut log = self.shared.log.write().unwrap_or_else(|e| e.into_inner());
+        for e in events {
+            log.push(e);
+        }
+        self.shared.head.send_replace(log.all.len());
+    }
+
+    /// Events in the log.
+    pub fn len(&self) -> usize {
+        self.shared.log.read().unwrap_or_else(|e| e.into_inner()).all.len()
+    }
+
+    /// True when the log holds no event.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `$all` subscriptions opened so far.
+    pub fn subscriptions_served(&self) -> u64 {
+        self.shared
+            .subscriptions
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// End every live subscription with an `Unavailable` error.
+    pub fn drop_subscriptions(&self) {
+        self.shared.drops.send_modify(|n| *n += 1);
+    }
+
+    /// Subscriptions send nothing for `d` (they stay open).
+    pub fn stall(&self, d: Duration) {
+        *self
+            .shared
+            .stalled_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + d);
+    }
+
+    /// Take the port down: every connection drops, new ones are refused.
+    pub fn stop(&self) {
+        self.drop_subscriptions();
+        if let Some(rt) = self
+            .runtime
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            rt.shutdown_background();
+        }
+    }
+
+    /// Listen again on the same port with the same data.
+    pub fn start_again(&self) -> Result<()> {
+        let mut slot = self.runtime.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            // The old socket may linger for a moment after the runtime is gone.
+            let mut tries = 0;
+            let (rt, _) = loop {
+                match serve(self.addr, self.shared.clone()) {
+                    Ok(ok) => break ok,
+                    Err(e) if tries < 50 => {
+                        tries += 1;
+                        tracing::debug!("rebinding {}: {e:#}", self.addr);
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            *slot = Some(rt);
+        }
+        Ok(())
+    }
+
+    /// Stop, and start again with the same data (a server restart).
+    pub fn restart(&self) -> Result<()> {
+        self.stop();
+        self.start_again()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Bind and serve on a runtime of its own.
+fn serve(addr: SocketAddr, shared: Arc<Shared>) -> Result<(tokio::runtime::Runtime, SocketAddr)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("esdb-test-server")
+        .enable_all()
+        .build()
+        .context("starting the server runtime")?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(addr))
+        .with_context(|| format!("binding {addr}"))?;
+    let addr = listener.local_addr()?;
+    let service = Service { shared };
+    runtime.spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let result = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(streams::streams_server::StreamsServer::new(service.clone()))
+            .add_service(features::server_features_server::ServerFeaturesServer::new(service))
+            .serve_with_incoming(incoming)
+            .await;
+        if let Err(e) = result {
+            tracing::warn!("test server stopped: {e}");
+        }
+    });
+    Ok((runtime, addr))
+}
+
+#[derive(Clone)]
+struct Service {
+    shared: Arc<Shared>,
+}
+
+#[tonic::async_trait]
+impl features::server_features_server::ServerFeatures for Service {
+    async fn get_supported_methods(
+        &self,
+        _: Request<common::Empty>,
+    ) -> Result<Response<features::SupportedMethods>, Status> {
+        let method = |service: &str, name: &str| features::SupportedMethod {
+            method_name: name.into(),
+            service_name: service.into(),
+            features: vec![],
+        };
+        Ok(Response::new(features::SupportedMethods {
+            methods: vec![
+                method("event_store.client.streams.streams", "read"),
+                method("event_store.client.streams.streams", "append"),
+            ],
+            event_store_server_version: "24.10.0".into(),
+        }))
+    }
+}
+
+type ReadItem = Result<streams::ReadResp, Status>;
+
+/// What a read or subscription asks for.
+struct ReadPlan {
+    stream: Option<String>,
+    /// Index into `$all` (or into the stream's revisions) to start from.
+    from: usize,
+    backwards: bool,
+    count: Option<u64>,
+    filter: Option<EventFilter>,
+}
+
+/// A server-side filter, and how often it reports checkpoints.
+struct EventFilter {
+    on_stream: bool,
+    prefixes: Vec<String>,
+    regex: Option<regex::Regex>,
+    checkpoint_every: u64,
+}
+
+impl EventFilter {
+    fn matches(&self, e: &Stored) -> bool {
+        let subject = if self.on_stream {
+            &e.event.stream
+        } else {
+            &e.event.event_type
+        };
+        if !self.prefixes.is_empty() {
+            return self.prefixes.iter().any(|p| subject.starts_with(p.as_str()));
+        }
+        self.regex.as_ref().is_none_or(|r| r.is_match(subject))
+    }
+}
+
+impl Service {
+    fn plan(&self, options: streams::read_req::Options) -> Result<ReadPlan, Status> {
+        let log = self.shared.log.read().unwrap_or_else(|e| e.into_inner());
+        let backwards = options.read_direction == ropts::ReadDirection::Backwards as i32;
+        let count = match options.count_option {
+            Some(ropts::CountOption::Count(n)) => Some(n),
+            Some(ropts::CountOption::Subscription(_)) => None,
+            None => return Err(Status::invalid_argument("count or subscription required")),
+        };
+        let filter = match options.filter_option {
+            Some(ropts::FilterOption::Filter(f)) => {
+                let (on_stream, expr) = match f.filter {
+                    Some(ropts::filter_options::Filter::StreamIdentifier(x)) => (true, x),
+                    Some(ropts::filter_options::Filter::EventType(x)) => (false, x),
+                    None => return Err(Status::invalid_argument("empty filter")),
+                };
+                let regex = if expr.regex.is_empty() {
+                    None
+                } else {
+                    Some(regex::Regex::new(&expr.regex).map_err(|e| {
+                        Status::invalid_argument(format!("bad filter regex: {e}"))
+                    })?)
+                };
+                let window = match f.window {
+                    Some(ropts::filter_options::Window::Max(m)) => u64::from(m),
+                    _ => 32,
+                };
+                Some(EventFilter {
+                    on_stream,
+                    prefixes: expr.prefix,
+                    regex,
+                    checkpoint_every: window * u64::from(f.checkpoint_interval_multiplier.max(1)),
+                })
+            }
+            _ => None,
+        };
+        let (stream, from) = match options.stream_option {
+            Some(ropts::StreamOption::All(all)) => {
+                let from = match all.all_option {
+                    Some(ropts::all_options::AllOption::Position(p)) => {
+                        // Subscriptions start after the position; reads include it.
+                        if count.is_none() {
+                            log.after(p.commit_position)
+                        } else if backwards {
+                            log.after(p.commit_position)
+                        } else {
+                            log.after(p.commit_position.saturating_sub(1))
+                        }
+                    }
+                    Some(ropts::all_options::AllOption::End(_)) => log.all.len(),
+                    _ => 0,
+                };
+                (None, from)
+            }
+            Some(ropts::StreamOption::Stream(s)) => {
+                let name = s
+                    .stream_identifier
+                    .map(|i| String::from_utf8_lossy(&i.stream_name).into_owned())
+                    .unwrap_or_default();
+                let len = log.streams.get(&name).map_or(0, |r| r.len());
+                let from = match s.revision_option {
+                    Some(ropts::stream_options::RevisionOption::Revision(r)) => {
+                        if count.is_none() {
+                            (r as usize + 1).min(len)
+                        } else if backwards {
+                            (r as usize + 1).min(len)
+                        } else {
+                            (r as usize).min(len)
+                        }
+                    }
+                    Some(ropts::stream_options::RevisionOption::End(_)) => len,
+                    _ => 0,
+                };
+                (Some(name), from)
+            }
+            None => return Err(Status::invalid_argument("no stream option")),
+        };
+        Ok(ReadPlan {
+            stream,
+            from,
+            backwards,
+            count,
+            filter,
+        })
+    }
+
+    /// A finite read (`count`): events in order, then the stream ends.
+    fn read_finite(&self, plan: &ReadPlan, count: u64) -> Result<Vec<ReadItem>, Status> {
+        let log = self.shared.log.read().unwrap_or_else(|e| e.into_inner());
+        let indexes: Vec<usize> = match &plan.stream {
+            None => (0..log.all.len()).collect(),
+            Some(name) => match log.streams.get(name) {
+                Some(r) => r.clone(),
+                None => {
+                    return Ok(vec![Ok(content(streams::read_resp::Content::StreamNotFound(
+                        streams::read_resp::StreamNotFound {
+                            stream_identifier: Some(stream_id(name)),
+                        },
+                    )))]);
+                }
+            },
+        };
+        let picked: Box<dyn Iterator<Item = &usize>> = if plan.backwards {
+            Box::new(indexes[..plan.from.min(indexes.len())].iter().rev())
+        } else {
+            Box::new(indexes[plan.from.min(indexes.len())..].iter())
+        };
+        Ok(picked
+            .map(|&i| &log.all[i])
+            .filter(|e| plan.filter.as_ref().is_none_or(|f| f.matches(e)))
+            .take(count as usize)
+            .map(|e| Ok(event_message(e)))
+            .collect())
+    }
+}
+
+fn content(c: streams::read_resp::Content) -> streams::ReadResp {
+    streams::ReadResp { content: Some(c) }
+}
+
+fn stream_id(name: &str) -> common::StreamIdentifier {
+    common::StreamIdentifier {
+        stream_name: name.as_bytes().to_vec(),
+    }
+}
+
+fn now() -> prost_types::Timestamp {
+    prost_types::Timestamp::from(SystemTime::now())
+}
+
+fn event_message(e: &Stored) -> streams::ReadResp {
+    use streams::read_resp::read_event;
+    let mut metadata = HashMap::new();
+    metadata.insert("type".to_string(), e.event.event_type.clone());
+    metadata.insert("content-type".to_string(), e.event.content_type.clone());
+    // .NET ticks (100 ns) since the Unix epoch, as the server sends them.
+    metadata.insert(
+        "created".to_string(),
+        (e.event.created_ms * 10_000).to_string(),
+    );
+    content(streams::read_resp::Content::Event(streams::read_resp::ReadEvent {
+        event: Some(read_event::RecordedEvent {
+            id: Some(common::Uuid {
+                value: Some(common::uuid::Value::String(e.event.id.to_string())),
+            }),
+            stream_identifier: Some(stream_id(&e.event.stream)),
+            stream_revision: e.revision,
+            prepare_position: e.position,
+            commit_position: e.position,
+            metadata,
+            custom_metadata: e.event.metadata.clone(),
+            data: e.event.data.clone(),
+        }),
+        link: None,
+        position: Some(read_event::Position::CommitPosition(e.position)),
+    }))
+}
+
+/// Serve one `$all` subscription: catch up, report caught-up, then follow live appends;
+/// ends with an error when the test drops subscriptions.
+async fn subscribe(shared: Arc<Shared>, plan: ReadPlan, tx: mpsc::Sender<ReadItem>) {
+    use streams::read_resp::Content;
+    let mut drops = shared.drops.subscribe();
+    let generation = *drops.borrow_and_update();
+    let mut head = shared.head.subscribe();
+    let id = uuid::Uuid::new_v4().to_string();
+    let send = |item: ReadItem| {
+        let tx = tx.clone();
+        async move { tx.send(item).await.is_ok() }
+    };
+    if !send(Ok(content(Content::Confirmation(
+        streams::read_resp::SubscriptionConfirmation {
+            subscription_id: id,
+        },
+    ))))
+    .await
+    {
+        return;
+    }
+    let (mut next, mut considered, mut caught_up) = (plan.from, 0u64, false);
+    loop {
+        let stall = *shared.stalled_until.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(until) = stall.filter(|u| *u > Instant::now()) {
+            tokio::time::sleep_until(until.into()).await;
+        }
+        if *drops.borrow() != generation {
+            let _ = tx
+                .send(Err(Status::unavailable("subscription dropped by the test server")))
+                .await;
+            return;
+        }
+        let batch: Vec<Arc<Stored>> = {
+            let log = shared.log.read().unwrap_or_else(|e| e.into_inner());
+            log.all[next.min(log.all.len())..]
+                .iter()
+                .take(512)
+                .cloned()
+                .collect()
+        };
+        if batch.is_empty() {
+            if !caught_up {
+                caught_up = true;
+                let position = next.checked_sub(1).map(|i| streams::read_resp::Position {
+                    commit_position: (i as u64 + 1) * POSITION_STEP,
+                    prepare_position: (i as u64 + 1) * POSITION_STEP,
+                });
+                if !send(Ok(content(Content::CaughtUp(streams::read_resp::CaughtUp {
+                    timestamp: Some(now()),
+                    stream_revision: None,
+                    position,
+                }))))
+                .await
+                {
+                    return;
+                }
+            }
+            tokio::select! {
+                _ = head.changed() => {}
+                _ = drops.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+            continue;
+        }
+        for e in &batch {
+            next += 1;
+            considered += 1;
+            let wanted = plan.filter.as_ref().is_none_or(|f| f.matches(e));
+            let item = if wanted {
+                Some(event_message(e))
+            } else {
+                plan.filter
+                    .as_ref()
+                    .filter(|f| considered % f.checkpoint_every == 0)
+                    .map(|_| {
+                        content(Content::Checkpoint(streams::read_resp::Checkpoint {
+                            commit_position: e.position,
+                            prepare_position: e.position,
+                            timestamp: Some(now()),
+                        }))
+                    })
+            };
+            if let Some(item) = item
+                && !send(Ok(item)).await
+            {
+                return;
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl streams::streams_server::Streams for Service {
+    type ReadStream = ReceiverStream<ReadItem>;
+    type BatchAppendStream = ReceiverStream<Result<streams::BatchAppendResp, Status>>;
+
+    async fn read(
+        &self,
+        request: Request<streams::ReadReq>,
+    ) -> Result<Response<Self::ReadStream>, Status> {
+        let options = request
+            .into_inner()
+            .options
+            .ok_or_else(|| Status::invalid_argument("no options"))?;
+        let plan = self.plan(options)?;
+        let (tx, rx) = mpsc::channel(1024);
+        match plan.count {
+            Some(count) => {
+                let items = self.read_finite(&plan, count)?;
+                tokio::spawn(async move {
+                    for item in items {
+                        if tx.send(item).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            None if plan.stream.is_none() => {
+                self.shared
+                    .subscriptions
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::spawn(subscribe(self.shared.clone(), plan, tx));
+            }
+            None => return Err(Status::unimplemented("stream subscriptions")),
+        }
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn append(
+        &self,
+        request: Request<Streaming<streams::AppendReq>>,
+    ) -> Result<Response<streams::AppendResp>, Status> {
+        use streams::append_req::Content;
+        use streams::append_req::options::ExpectedStreamRevision as Expected;
+        let mut incoming = request.into_inner();
+        let Some(Content::Options(options)) = incoming.message().await?.and_then(|m| m.content)
+        else {
+            return Err(Status::invalid_argument("append must start with options"));
+        };
+        let stream = options
+            .stream_identifier
+            .map(|i| String::from_utf8_lossy(&i.stream_name).into_owned())
+            .unwrap_or_default();
+        let mut proposed = Vec::new();
+        while let Some(m) = incoming.message().await? {
+            if let Some(Content::ProposedMessage(p)) = m.content {
+                proposed.push(p);
+            }
+        }
+        let mut events = Vec::with_capacity(proposed.len());
+        for p in proposed {
+            let id = match p.id.and_then(|u| u.value) {
+                Some(common::uuid::Value::String(s)) => s
+                    .parse()
+                    .map_err(|e| Status::invalid_argument(format!("bad event id: {e}")))?,
+                Some(common::uuid::Value::Structured(s)) => {
+                    let mut b = [0u8; 16];
+                    b[..8].copy_from_slice(&s.most_significant_bits.to_be_bytes());
+                    b[8..].copy_from_slice(&s.least_significant_bits.to_be_bytes());
+                    uuid::Uuid::from_bytes(b)
+                }
+                None => uuid::Uuid::new_v4(),
+            };
+            let get = |k: &str| p.metadata.get(k).cloned().unwrap_or_default();
+            events.push(NewEvent {
+                stream: stream.clone(),
+                event_type: get("type"),
+                id,
+                data: p.data,
+                metadata: p.custom_metadata,
+                content_type: get("content-type"),
+                created_ms: SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+            });
+        }
+
+        let mut log = self.shared.log.write().unwrap_or_else(|e| e.into_inner());
+        let current = log.streams.get(&stream).map(|r| r.len() as u64);
+        // The revision the first new event would get if the expectation holds.
+        let first = match options.expected_stream_revision {
+            Some(Expected::Revision(r)) => Some(r + 1),
+            Some(Expected::NoStream(_)) => Some(0),
+            _ => None,
+        };
+        // An append retried with the same ids at the same revisions succeeds, once.
+        if let Some(first) = first {
+            let existing = log.streams.get(&stream).map(|r| r.as_slice()).unwrap_or(&[]);
+            let same = !events.is_empty()
+                && events.iter().enumerate().all(|(k, e)| {
+                    existing
+                        .get(first as usize + k)
+                        .is_some_and(|&i| log.all[i].event.id == e.id)
+                });
+            if same {
+                let last = existing[first as usize + events.len() - 1];
+                return Ok(Response::new(success(
+                    first + events.len() as u64 - 1,
+                    log.all[last].position,
+                )));
+            }
+        }
+        let ok = match options.expected_stream_revision {
+            Some(Expected::Revision(r)) => current == Some(r + 1),
+            Some(Expected::NoStream(_)) => current.is_none(),
+            Some(Expected::StreamExists(_)) => current.is_some(),
+            _ => true,
+        };
+        if !ok {
+            use streams::append_resp::wrong_expected_version::{
+                CurrentRevisionOption, ExpectedRevisionOption,
+            };
+            let wrong = streams::append_resp::WrongExpectedVersion {
+                current_revision_option: Some(match current {
+                    Some(n) => CurrentRevisionOption::CurrentRevision(n - 1),
+                    None => CurrentRevisionOption::CurrentNoStream(common::Empty {}),
+                }),
+                expected_revision_option: Some(match options.expected_stream_revision {
+                    Some(Expected::Revision(r)) => ExpectedRevisionOption::ExpectedRevision(r),
+                    Some(Expected::NoStream(_)) => {
+                        ExpectedRevisionOption::ExpectedNoStream(common::Empty {})
+                    }
+                    Some(Expected::StreamExists(_)) => {
+                        ExpectedRevisionOption::ExpectedStreamExists(common::Empty {})
+                    }
+                    _ => ExpectedRevisionOption::ExpectedAny(common::Empty {}),
+                }),
+                ..Default::default()
+            };
+            return Ok(Response::new(streams::AppendResp {
+                result: Some(streams::append_resp::Result::WrongExpectedVersion(wrong)),
+            }));
+        }
+        let mut last = None;
+        for e in events {
+            last = Some(log.push(e));
+        }
+        self.shared.head.send_replace(log.all.len());
+        match last {
+            Some(e) => Ok(Response::new(success(e.revision, e.position))),
+            None => Err(Status::invalid_argument("no events to append")),
+        }
+    }
+
+    async fn delete(
+        &self,
+        _: Request<streams::DeleteReq>,
+    ) -> Result<Response<streams::DeleteResp>, Status> {
+        Err(Status::unimplemented("delete is not part of the test server"))
+    }
+
+    async fn tombstone(
+        &self,
+        _: Request<streams::TombstoneReq>,
+    ) -> Result<Response<streams::TombstoneResp>, Status> {
+        Err(Status::unimplemented("tombstone is not part of the test server"))
+    }
+
+    async fn batch_append(
+        &self,
+        _: Request<Streaming<streams::BatchAppendReq>>,
+    ) -> Result<Response<Self::BatchAppendStream>, Status> {
+        Err(Status::unimplemented("batch append is not part of the test server"))
+    }
+}
+
+fn success(revision: u64, position: u64) -> streams::AppendResp {
+    use streams::append_resp::success::{CurrentRevisionOption, PositionOption};
+    streams::AppendResp {
+        result: Some(streams::append_resp::Result::Success(
+            streams::append_resp::Success {
+                current_revision_option: Some(CurrentRevisionOption::CurrentRevision(revision)),
+                position_option: Some(PositionOption::Position(streams::append_resp::Position {
+                    commit_position: position,
+                    prepare_position: position,
+                })),
+            },
+        )),
+    }
+}
+
+/// Read an NDJSON event file (the format `projector` reads: `stream`, `type`, `data`,
+/// optional `id`, `metadata`, `created`) into events. Lines whose `id` is not a UUID get
+/// one derived from their line number.
+pub fn read_ndjson(path: &std::path::Path) -> Result<Vec<NewEvent>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, line)| {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
+            let field = |k: &str| {
+                v[k].as_str()
+                    .map(String::from)
+                    .with_context(|| format!("{}:{}: missing `{k}`", path.display(), i + 1))
+            };
+            let id = v["id"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| uuid::Uuid::from_u128(i as u128 + 1));
+            Ok(NewEvent {
+                stream: field("stream")?,
+                event_type: field("type")?,
+                id,
+                data: serde_json::to_vec(&v["data"])?,
+                metadata: if v["metadata"].is_null() {
+                    Vec::new()
+                } else {
+                    serde_json::to_vec(&v["metadata"])?
+                },
+                content_type: "application/json".into(),
+                created_ms: v["created"].as_u64().unwrap_or(0),
+            })
+        })
+        .collect()
+}
