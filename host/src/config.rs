@@ -12,7 +12,8 @@ use crate::runtime::Limits;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// An NDJSON event file (the embedded default source).
+    /// An NDJSON event file (the embedded default source), or an EventStoreDB /
+    /// KurrentDB connection string (`esdb://host:2113?tls=false`, `kurrentdb://…`).
     pub source: String,
     /// Folder for read models, checkpoints, the catalog and the compile cache.
     pub data: PathBuf,
@@ -30,6 +31,9 @@ pub struct Config {
     #[serde(default)]
     /// Watching the modules folder and replacing versions.
     pub reload: ReloadSettings,
+    #[serde(default)]
+    /// Resubscribing to EventStoreDB after a lost connection.
+    pub reconnect: crate::source::esdb::RetrySettings,
 }
 
 /// How the modules folder is watched and old versions are kept.
@@ -128,7 +132,7 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         config.data = base.join(&config.data);
         config.modules = base.join(&config.modules);
-        if !config.source.contains("://") {
+        if !crate::source::is_esdb(&config.source) {
             config.source = base.join(&config.source).to_string_lossy().into_owned();
         }
         Ok(config)

@@ -39,7 +39,7 @@ pub fn retry(config: &Config, projection: &str) -> Result<RetryReport> {
         commit: first.commit - 1,
         prepare: first.commit - 1,
     });
-    let mut src = source::open(&config.source, from, Filter::of(&schema), false)?;
+    let mut src = source::open(&config.source, from, Filter::of(&schema), false, &config.reconnect)?;
     let limits = OpLimits::from(&config.limits);
     let mut buf = EventBuffer::default();
     let mut db = Some(db);

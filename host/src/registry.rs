@@ -508,6 +508,7 @@ impl Registry {
             module: module.clone(),
             data: self.config.data.clone(),
             source: self.config.source.clone(),
+            reconnect: self.config.reconnect.clone(),
             batch: self.config.batch.clone(),
             once: self.once,
             policy: self
@@ -636,6 +637,7 @@ pub fn replay(config: &Config, name: &str, until: Option<u64>) -> Result<Deliver
         module: module.clone(),
         data: config.data.clone(),
         source: config.source.clone(),
+        reconnect: config.reconnect.clone(),
         batch: config.batch.clone(),
         once: true,
         policy: config

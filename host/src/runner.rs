@@ -115,8 +115,10 @@ pub struct Runner {
     pub module: Arc<Module>,
     /// The data folder.
     pub data: PathBuf,
-    /// The event source spec (a file path).
+    /// The event source spec (a file path or an EventStoreDB connection string).
     pub source: String,
+    /// How a lost EventStoreDB subscription is retried.
+    pub reconnect: crate::source::esdb::RetrySettings,
     /// Batching and commit cadence.
     pub batch: BatchSettings,
     /// Exit when the end of the source is reached (instead of following it).
@@ -174,7 +176,7 @@ impl Runner {
         let mut checkpoint = db.checkpoint()?.unwrap_or_default();
         let resume = (checkpoint.position.commit > 0).then_some(checkpoint.position);
         let mut source: Box<dyn EventSource> =
-            source::open(&self.source, resume, Filter::of(&schema), !self.once)
+            source::open(&self.source, resume, Filter::of(&schema), !self.once, &self.reconnect)
                 .with_context(|| format!("projection `{name}`"))?;
         if self.primary() {
             catalog.started(&name, version, &self.module.hash)?;
@@ -242,6 +244,11 @@ impl Runner {
             let Some(last) = read.last else {
                 let d = db.as_mut().expect("db is lent only during a call");
                 self.commit(d, &catalog, &name)?;
+                if !read.at_end {
+                    // Nothing yet, but not at the end (a server still catching up, or
+                    // reconnecting): not caught up.
+                    continue;
+                }
                 if !caught_up {
                     caught_up = true;
                     self.stats.caught_up.store(true, Ordering::Relaxed);

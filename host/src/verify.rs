@@ -144,6 +144,7 @@ pub fn run_into(
         limits: limits.clone(),
         projections: Default::default(),
         reload: Default::default(),
+        reconnect: Default::default(),
     };
     let options = crate::RunOptions {
         once: true,

@@ -4,6 +4,7 @@
 //! independently. Sources apply the projection's interests before an event is built,
 //! so filtered events cost no allocation and never cross into Wasm.
 
+pub mod esdb;
 pub mod ndjson;
 
 use anyhow::Result;
@@ -102,8 +103,8 @@ impl EventBuffer {
 /// A projection's interests, as a predicate on (stream, event type).
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
-    event_types: Vec<String>,
-    stream_prefixes: Vec<String>,
+    pub(crate) event_types: Vec<String>,
+    pub(crate) stream_prefixes: Vec<String>,
 }
 
 impl Filter {
@@ -133,18 +134,30 @@ impl Filter {
     }
 }
 
-/// Open the source named by `spec` (a file path), after `from`.
+/// True when `spec` names an EventStoreDB / KurrentDB server rather than a file.
+pub fn is_esdb(spec: &str) -> bool {
+    ["esdb://", "esdb+discover://", "kurrentdb://", "kurrentdb+discover://"]
+        .iter()
+        .any(|s| spec.starts_with(s))
+}
+
+/// Open the source named by `spec` (an NDJSON file path or an EventStoreDB connection
+/// string), after `from`.
 pub fn open(
     spec: &str,
     from: Option<Position>,
     filter: Filter,
     follow: bool,
+    retry: &esdb::RetrySettings,
 ) -> Result<Box<dyn EventSource>> {
-    if spec.starts_with("esdb://")
-        || spec.starts_with("kurrentdb://")
-        || spec.contains("+discover://")
-    {
-        anyhow::bail!("EventStoreDB sources are not available in this build yet: {spec}");
+    if is_esdb(spec) {
+        return Ok(Box::new(esdb::EsdbSource::open(
+            spec,
+            from,
+            filter,
+            follow,
+            retry.clone(),
+        )?));
     }
     Ok(Box::new(ndjson::NdjsonSource::open(
         spec.as_ref(),

@@ -95,6 +95,7 @@ pub fn config(dir: &Path, source: &Path, modules: &Path, max_events: usize) -> C
         limits: Limits::default(),
         projections: Default::default(),
         reload: Default::default(),
+        reconnect: Default::default(),
     }
 }
 
