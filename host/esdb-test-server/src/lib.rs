@@ -115,6 +115,8 @@ struct Shared {
     stalled_until: Mutex<Option<Instant>>,
     /// Subscriptions served so far (for tests to see resubscriptions).
     subscriptions: std::sync::atomic::AtomicU64,
+    /// Subscriptions open now.
+    live: std::sync::atomic::AtomicU64,
 }
 
 /// A running test server.
@@ -144,6 +146,7 @@ impl TestServer {
             drops: watch::channel(0).0,
             stalled_until: Mutex::new(None),
             subscriptions: Default::default(),
+            live: Default::default(),
         });
         let (runtime, addr) = serve(addr, shared.clone())?;
         Ok(TestServer {
@@ -187,6 +190,11 @@ impl TestServer {
         self.shared
             .subscriptions
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// `$all` subscriptions open now.
+    pub fn live_subscriptions(&self) -> u64 {
+        self.shared.live.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// End every live subscription with an `Unavailable` error.
@@ -306,6 +314,22 @@ impl features::server_features_server::ServerFeatures for Service {
 }
 
 type ReadItem = Result<streams::ReadResp, Status>;
+
+/// Counts an open subscription until dropped (also when its runtime is shut down).
+struct Live(Arc<Shared>);
+
+impl Live {
+    fn new(shared: Arc<Shared>) -> Live {
+        shared.live.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Live(shared)
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
 
 /// What a read or subscription asks for.
 struct ReadPlan {
@@ -619,7 +643,11 @@ impl streams::streams_server::Streams for Service {
                 self.shared
                     .subscriptions
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tokio::spawn(subscribe(self.shared.clone(), plan, tx));
+                let live = Live::new(self.shared.clone());
+                tokio::spawn(async move {
+                    subscribe(live.0.clone(), plan, tx).await;
+                    drop(live);
+                });
             }
             None => return Err(Status::unimplemented("stream subscriptions")),
         }
