@@ -10,6 +10,7 @@ pub mod config;
 pub mod dead_letters;
 pub mod diff;
 pub mod host;
+pub mod import;
 pub mod query;
 pub mod registry;
 pub mod runner;

@@ -74,6 +74,18 @@ enum Command {
         #[arg(long)]
         until: Option<u64>,
     },
+    /// Load an NDJSON event file into an EventStoreDB / KurrentDB server (idempotent).
+    Import {
+        /// The event file.
+        #[arg(long)]
+        source: PathBuf,
+        /// The server's connection string (esdb://host:2113?tls=false).
+        #[arg(long)]
+        to: String,
+        /// Events per append, at most.
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+    },
     /// Clear a projection's fault or pause; a running host continues it at once.
     Resume {
         #[arg(long)]
@@ -166,6 +178,17 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
                     println!("    {e}");
                 }
             }
+        }
+        Command::Import { source, to, batch } => {
+            let t0 = std::time::Instant::now();
+            let r = projector::import::import(&source, &to, batch)?;
+            println!(
+                "imported {} events in {} appends ({} system events left out) in {:.1} s",
+                r.events,
+                r.appends,
+                r.skipped,
+                t0.elapsed().as_secs_f64()
+            );
         }
         Command::Drop { data, projection } => {
             projector::store::drop_projection(&data, &projection)?;

@@ -323,3 +323,27 @@ fn filtered_checkpoints_advance_a_projection_that_ignores_most_events() {
     let n: Vec<serde_json::Value> = query(&data, "tally", "SELECT n FROM counts");
     assert_eq!(n[0]["n"], 1);
 }
+
+/// `projector import` loads a file through the real client, in file order; the host
+/// then projects exactly the fold of the file; importing again appends nothing.
+#[test]
+fn import_loads_a_file_idempotently() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.ndjson");
+    shop_events(&events, 13, 300);
+    let server = TestServer::start(Vec::new()).unwrap();
+    let report = projector::import::import(&events, &server.url(), 500).unwrap();
+    let lines = std::fs::read_to_string(&events).unwrap();
+    let system = lines.lines().filter(|l| l.contains("\"type\":\"$")).count() as u64;
+    assert_eq!(report.events + report.skipped, 300);
+    assert_eq!(report.skipped, system);
+    assert_eq!(server.len() as u64, report.events);
+
+    let again = projector::import::import(&events, &server.url(), 500).unwrap();
+    assert_eq!(again.events, report.events);
+    assert_eq!(server.len() as u64, report.events, "nothing appended twice");
+
+    let cfg = esdb_config(dir.path(), &server, &["order-summary", "customer-stats"]);
+    assert!(run_once(&cfg).ok());
+    assert!(exact(&dir.path().join("data"), &events, None));
+}
