@@ -347,3 +347,55 @@ fn import_loads_a_file_idempotently() {
     assert!(run_once(&cfg).ok());
     assert!(exact(&dir.path().join("data"), &events, None));
 }
+
+/// Benchmark (printed, not asserted; run by `scripts/bench.sh`): events/s through the
+/// EventStoreDB path against the raw client's subscription ceiling, same data, same run.
+#[test]
+#[ignore = "benchmark: scripts/bench.sh runs it"]
+fn bench_esdb_path_against_the_raw_client() {
+    let count: u64 = std::env::var("BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300_000);
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _) = shop_server(dir.path(), 42, count);
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let raw = rt.block_on(async {
+        use kurrentdb::{Client, SubscribeToAllOptions, SubscriptionEvent};
+        let client = Client::new(server.url().parse().unwrap()).unwrap();
+        let t0 = Instant::now();
+        let mut sub = client
+            .subscribe_to_all(&SubscribeToAllOptions::default())
+            .await;
+        let mut n = 0u64;
+        loop {
+            match sub.next_subscription_event().await.unwrap() {
+                SubscriptionEvent::EventAppeared(_) => n += 1,
+                SubscriptionEvent::CaughtUp(_) => break,
+                _ => {}
+            }
+        }
+        n as f64 / t0.elapsed().as_secs_f64()
+    });
+
+    for names in [
+        &["noop"][..],
+        &["order-summary"][..],
+        &["order-summary", "customer-stats"][..],
+    ] {
+        let sub = tempfile::tempdir().unwrap();
+        let mut cfg = esdb_config(sub.path(), &server, names);
+        cfg.batch.max_events = 10_000;
+        cfg.batch.commit_events = 200_000;
+        let summary = run_once(&cfg);
+        assert!(summary.ok(), "{summary:?}");
+        let rate = summary.source_events() as f64 / summary.elapsed.as_secs_f64();
+        println!(
+            "esdb path, {count} shop events, {}: raw client subscription {raw:.0} events/s; projector {rate:.0} events/s = {:.0}% of the raw ceiling",
+            names.join(" + "),
+            100.0 * rate / raw
+        );
+        print!("{}", projector::host::format_summary(&summary));
+    }
+}

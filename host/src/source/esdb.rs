@@ -142,20 +142,28 @@ impl EsdbSource {
 
     /// The next message: at once if one is waiting, else until `deadline`.
     fn next(&mut self, deadline: Instant) -> Option<Msg> {
-        match self.rx.try_recv() {
-            Ok(m) => Some(m),
-            Err(mpsc::error::TryRecvError::Disconnected) => None,
-            Err(mpsc::error::TryRecvError::Empty) => {
-                let wait = deadline.saturating_duration_since(Instant::now());
-                if wait.is_zero() {
-                    return None;
-                }
-                let rx = &mut self.rx;
-                self.handle
-                    .block_on(async { tokio::time::timeout(wait, rx.recv()).await })
-                    .ok()
-                    .flatten()
+        loop {
+            match self.rx.try_recv() {
+                Ok(m) => return Some(m),
+                Err(mpsc::error::TryRecvError::Disconnected) => return None,
+                Err(mpsc::error::TryRecvError::Empty) => {}
             }
+            let wait = deadline.saturating_duration_since(Instant::now());
+            if wait.is_zero() {
+                return None;
+            }
+            if !self.caught_up {
+                // Catching up: let a few hundred events gather rather than waking up
+                // for each one (a wake-up per event costs more than the event).
+                std::thread::sleep(wait.min(Duration::from_millis(1)));
+                continue;
+            }
+            let rx = &mut self.rx;
+            return self
+                .handle
+                .block_on(async { tokio::time::timeout(wait, rx.recv()).await })
+                .ok()
+                .flatten();
         }
     }
 }
