@@ -1,5 +1,6 @@
 # The Projector host with the shop projections built in.
 # Untested here (no Docker engine on the build machines); see README.
+# Builds the host (with its EventStoreDB client) and the shop projections.
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src

@@ -28,3 +28,9 @@ TOML
   echo "== $COUNT events, fuel_per_event = $fuel ($([ "$fuel" = 0 ] && echo "fuel off" || echo "fuel on"))"
   "$bin/projector" run --config "$work/fuel-$fuel.toml" --once 2>/dev/null
 done
+
+# The EventStoreDB path: the same shop data served by the protocol-level test server,
+# through the real client, against the raw client's subscription ceiling (same run).
+echo "== EventStoreDB path (test server in this process; BENCH_EVENTS=${BENCH_EVENTS:-300000})"
+cargo test --release -q -p projector --test esdb bench_esdb -- --ignored --nocapture 2>/dev/null \
+  | grep -E "esdb path|events read|processed"
