@@ -6,8 +6,7 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -60,28 +59,6 @@ fn exact(data: &Path, events: &Path, upto: Option<usize>) -> bool {
             .collect::<std::collections::BTreeMap<_, _>>()
     });
     try_orders(data) == Some(want.orders) && customers == Some(want.customers)
-}
-
-/// Start the host in follow mode on a thread.
-fn start_host(
-    cfg: &projector::Config,
-) -> (
-    Arc<AtomicBool>,
-    std::thread::JoinHandle<anyhow::Result<projector::RunSummary>>,
-) {
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let (cfg, flag) = (cfg.clone(), shutdown.clone());
-    let handle = std::thread::spawn(move || {
-        projector::run(
-            &cfg,
-            projector::RunOptions {
-                once: false,
-                progress: false,
-            },
-            flag,
-        )
-    });
-    (shutdown, handle)
 }
 
 fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {

@@ -133,20 +133,7 @@ fn modules_are_shipped_swapped_rebuilt_and_removed_while_the_host_runs() {
         guest(g);
     }
 
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let host = {
-        let (cfg, shutdown) = (cfg.clone(), shutdown.clone());
-        std::thread::spawn(move || {
-            projector::run(
-                &cfg,
-                projector::RunOptions {
-                    once: false,
-                    progress: false,
-                },
-                shutdown,
-            )
-        })
-    };
+    let (shutdown, host) = start_host(&cfg);
 
     // 1. A module dropped in goes live and catches up.
     std::thread::sleep(Duration::from_millis(300));
@@ -341,20 +328,7 @@ fn replay_rebuilds_beside_the_serving_build_and_pauses_until_resumed() {
     let mut cfg = config(dir.path(), &events.path, &modules, 500);
     cfg.reload.poll_ms = 50;
 
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let host = {
-        let (cfg, shutdown) = (cfg.clone(), shutdown.clone());
-        std::thread::spawn(move || {
-            projector::run(
-                &cfg,
-                projector::RunOptions {
-                    once: false,
-                    progress: false,
-                },
-                shutdown,
-            )
-        })
-    };
+    let (shutdown, host) = start_host(&cfg);
     wait_for("tally to serve", || exact(&data, &events));
 
     // A full replay: generation 1 of version 1 takes over; generation 0 is dropped.

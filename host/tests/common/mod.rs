@@ -112,6 +112,28 @@ pub fn run_once(config: &Config) -> projector::RunSummary {
     .expect("run")
 }
 
+/// Start the host in follow mode (watching, live) on a thread; set the flag to stop it.
+pub fn start_host(
+    cfg: &Config,
+) -> (
+    Arc<AtomicBool>,
+    std::thread::JoinHandle<anyhow::Result<projector::RunSummary>>,
+) {
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let (cfg, flag) = (cfg.clone(), shutdown.clone());
+    let handle = std::thread::spawn(move || {
+        projector::run(
+            &cfg,
+            projector::RunOptions {
+                once: false,
+                progress: false,
+            },
+            flag,
+        )
+    });
+    (shutdown, handle)
+}
+
 /// Rows of a query, parsed from the NDJSON `projector query` prints.
 pub fn query<T: serde::de::DeserializeOwned>(data: &Path, projection: &str, sql: &str) -> Vec<T> {
     let mut out = Vec::new();
