@@ -257,7 +257,7 @@ impl Runner {
                     }
                     self.set_state(&catalog, &name, "caught-up", None)?;
                     if self.primary() {
-                        catalog.serve(&name, version)?;
+                        catalog.serve(&name, version, self.generation.unwrap_or(0))?;
                     }
                     tracing::info!(projection = %name, version, position = checkpoint.position.commit, "caught up");
                 }

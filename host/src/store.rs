@@ -770,10 +770,10 @@ impl Catalog {
     }
 
     /// Point readers at `version` (atomic: one row update).
-    pub fn serve(&self, name: &str, version: u32) -> Result<()> {
+    pub fn serve(&self, name: &str, version: u32, generation: u32) -> Result<()> {
         self.conn.execute(
-            "UPDATE projections SET serving_version = ?2 WHERE name = ?1",
-            params![name, version],
+            "UPDATE projections SET serving_version = ?2, serving_generation = ?3 WHERE name = ?1",
+            params![name, version, generation],
         )?;
         Ok(())
     }

@@ -365,4 +365,40 @@ fn replay_rebuilds_beside_the_serving_build_and_pauses_until_resumed() {
     assert_eq!(resume(&data, "tally").unwrap(), Delivery::Done);
     assert!(run_once(&cfg).ok());
     assert!(exact(&data, &events));
+
+    // A new version shipped while the host is down serves its own first build.
+    assert!(entry(&data).serving_generation > 0);
+    ship("tally-v2", &modules, "tally.wasm");
+    assert!(run_once(&cfg).ok());
+    let e = entry(&data);
+    assert_eq!((e.serving_version, e.serving_generation), (Some(2), 0));
+    assert!(exact(&data, &events));
+    assert!(counts(&data).unwrap().values().all(|c| c.code == "v2"));
+}
+
+/// After a cutover, old builds beyond `keep_versions` are deleted, newest kept first;
+/// the serving build is never touched.
+#[test]
+fn pruning_keeps_the_serving_build_and_the_newest_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let folder = data.join("p");
+    std::fs::create_dir_all(&folder).unwrap();
+    for f in ["v1.sqlite", "v2.sqlite", "v2.1.sqlite", "v3.sqlite", "v3.sqlite-wal"] {
+        std::fs::write(folder.join(f), b"").unwrap();
+    }
+    let catalog = Catalog::open(data).unwrap();
+    catalog.cut_over("p", 2, 1, "hash").unwrap();
+    assert_eq!(
+        projector::store::builds_on_disk(data, "p"),
+        vec![(1, 0), (2, 0), (2, 1), (3, 0)]
+    );
+    let gone = projector::store::prune_builds(data, "p", 1).unwrap();
+    assert_eq!(gone, vec![(2, 0), (1, 0)]);
+    assert_eq!(projector::store::builds_on_disk(data, "p"), vec![(2, 1), (3, 0)]);
+    assert!(!folder.join("v3.sqlite-wal").exists() || folder.join("v3.sqlite").exists());
+    let gone = projector::store::prune_builds(data, "p", 0).unwrap();
+    assert_eq!(gone, vec![(3, 0)]);
+    assert!(!folder.join("v3.sqlite-wal").exists(), "its WAL goes with it");
+    assert_eq!(projector::store::builds_on_disk(data, "p"), vec![(2, 1)]);
 }
