@@ -142,6 +142,28 @@ impl wasmtime_wasi::HostMonotonicClock for FixedClock {
     }
 }
 
+/// Replace WASI's timers with a trap: a wait would block the runner thread inside a host
+/// call, where neither fuel nor the epoch deadline reaches, and a projection has nothing
+/// to wait for.
+fn forbid_timers(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    use wasmtime::component::Resource;
+    use wasmtime_wasi::p2::DynPollable;
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance("wasi:clocks/monotonic-clock@0.2.12")?;
+    for name in ["subscribe-duration", "subscribe-instant"] {
+        clock.func_wrap(
+            name,
+            move |_, _: (u64,)| -> wasmtime::Result<(Resource<DynPollable>,)> {
+                Err(wasmtime::Error::msg(format!(
+                    "a projection may not wait on a timer (wasi:clocks/monotonic-clock {name})"
+                )))
+            },
+        )?;
+    }
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
 /// The WASI context of a sandboxed module: nothing to reach, nothing that varies.
 fn sandbox_wasi() -> WasiCtx {
     use rand::SeedableRng as _;
@@ -258,6 +280,7 @@ impl Runtime {
             .map_err(|e| anyhow::anyhow!("linking host imports: {e}"))?;
         let mut wasi_linker = linker.clone();
         wasmtime_wasi::p2::add_to_linker_sync(&mut wasi_linker)
+            .and_then(|()| forbid_timers(&mut wasi_linker))
             .map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (e, stop) = (engine.clone(), ticker_stop.clone());

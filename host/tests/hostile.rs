@@ -92,6 +92,14 @@ fn a_wasi_module_cannot_open_sockets() {
 }
 
 #[test]
+fn a_wasi_module_cannot_wait_on_a_timer() {
+    let t0 = std::time::Instant::now();
+    let (err, _d) = run_module_with("wasi-probe", "Sleep", |_| {});
+    assert!(err.contains("may not wait on a timer"), "{err}");
+    assert!(t0.elapsed() < std::time::Duration::from_secs(20), "it did not sleep");
+}
+
+#[test]
 fn a_wasi_module_sees_no_environment() {
     // Even with variables set in the host process.
     let (err, _d) = run_module_with("wasi-probe", "Env", |_| {});

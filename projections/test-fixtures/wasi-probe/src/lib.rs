@@ -1,7 +1,8 @@
 //! WASI probe fixture: a guest built for `wasm32-wasip1`. On `ReadFile` it tries to read
-//! a host file, on `Connect` to open a socket, on `Env` to list the environment; each
-//! attempt that fails becomes the batch's error. Every other event records what the
-//! guest sees of the clock and of randomness, which must not vary between replays.
+//! a host file, on `Connect` to open a socket, on `Env` to list the environment, on
+//! `Sleep` to wait on a timer; each attempt that fails becomes the batch's error. Every
+//! other event records what the guest sees of the clock and of randomness, which must
+//! not vary between replays.
 
 use std::hash::{BuildHasher, Hasher};
 
@@ -29,6 +30,11 @@ impl Projection for WasiProbe {
                 Ok(_) => "connected".to_string(),
                 Err(e) => return Err(format!("cannot connect to 127.0.0.1:22: {e}").into()),
             },
+            "Sleep" => {
+                // Were the timer allowed, this would hold the runner for 20 s.
+                std::thread::sleep(std::time::Duration::from_secs(20));
+                "slept".to_string()
+            }
             "Env" => match std::env::vars().next() {
                 Some((k, v)) => format!("{k}={v}"),
                 None => return Err("no environment variables".into()),
