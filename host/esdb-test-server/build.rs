@@ -26,15 +26,13 @@ fn main() {
         .and_then(|p| p["manifest_path"].as_str())
         .map(PathBuf::from)
         .expect("the kurrentdb crate in the dependency graph");
-    let protos = kurrentdb
-        .parent()
-        .expect("a crate folder")
-        .join("protos");
+    let protos = kurrentdb.parent().expect("a crate folder").join("protos");
     let files = ["streams.proto", "serverfeatures.proto"];
     for f in files {
         println!("cargo:rerun-if-changed={}", protos.join(f).display());
     }
-    let fds = protox::compile(files.map(|f| protos.join(f)), [&protos]).expect("compiling the protos");
+    let fds =
+        protox::compile(files.map(|f| protos.join(f)), [&protos]).expect("compiling the protos");
     tonic_build::configure()
         .build_client(false)
         .build_server(true)

@@ -26,7 +26,8 @@ pub fn retry(config: &Config, projection: &str) -> Result<RetryReport> {
     let runtime = Runtime::new(config.limits.clone(), Some(config.data.join("cache")))?;
     let module = crate::registry::module_for(&runtime, &config.modules, projection)?;
     let schema = module.schema().clone();
-    let generation = crate::store::Catalog::open(&config.data)?.generation_of(projection, schema.version)?;
+    let generation =
+        crate::store::Catalog::open(&config.data)?.generation_of(projection, schema.version)?;
     let db = ProjectionDb::open(&config.data, schema.clone(), generation)?;
     let checkpoint = db.checkpoint()?.unwrap_or_default();
     let letters = db.dead_letters()?;
@@ -39,7 +40,13 @@ pub fn retry(config: &Config, projection: &str) -> Result<RetryReport> {
         commit: first.commit - 1,
         prepare: first.commit - 1,
     });
-    let mut src = source::open(&config.source, from, Filter::of(&schema), false, &config.reconnect)?;
+    let mut src = source::open(
+        &config.source,
+        from,
+        Filter::of(&schema),
+        false,
+        &config.reconnect,
+    )?;
     let limits = OpLimits::from(&config.limits);
     let mut buf = EventBuffer::default();
     let mut db = Some(db);

@@ -37,7 +37,8 @@ pub fn import(file: &Path, url: &str, batch: usize) -> Result<ImportReport> {
         .build()
         .context("starting the client runtime")?;
     runtime.block_on(async {
-        let client = Client::new(settings).map_err(|e| anyhow::anyhow!("creating the client: {e}"))?;
+        let client =
+            Client::new(settings).map_err(|e| anyhow::anyhow!("creating the client: {e}"))?;
         // System events are the server's own; every other event is imported.
         let mut source = NdjsonSource::open(file, None, Filter::default(), false)?;
         let (mut report, mut buffer) = (ImportReport::default(), EventBuffer::default());
@@ -48,21 +49,32 @@ pub fn import(file: &Path, url: &str, batch: usize) -> Result<ImportReport> {
             let read = source.read_batch(&mut buffer, 10_000, Duration::from_millis(100))?;
             report.skipped += read.read - buffer.len() as u64;
             for event in buffer.as_slice() {
-                if run.first().is_some_and(|f| f.stream_id != event.stream_id) || run.len() >= batch.max(1) {
+                if run.first().is_some_and(|f| f.stream_id != event.stream_id)
+                    || run.len() >= batch.max(1)
+                {
                     append(&client, &mut run, &mut report).await?;
                 }
                 run.push(event.clone());
             }
             if last_log.elapsed() >= Duration::from_secs(5) {
                 last_log = Instant::now();
-                tracing::info!(events = report.events, appends = report.appends, "importing");
+                tracing::info!(
+                    events = report.events,
+                    appends = report.appends,
+                    "importing"
+                );
             }
             if read.at_end {
                 break;
             }
         }
         append(&client, &mut run, &mut report).await?;
-        tracing::info!(events = report.events, appends = report.appends, seconds = started.elapsed().as_secs_f64(), "imported");
+        tracing::info!(
+            events = report.events,
+            appends = report.appends,
+            seconds = started.elapsed().as_secs_f64(),
+            "imported"
+        );
         Ok(report)
     })
 }
@@ -101,9 +113,8 @@ async fn append(client: &Client, run: &mut Vec<Event>, report: &mut ImportReport
 
 /// The event as the client sends it: JSON data kept byte for byte, a stable id.
 fn event_data(e: &Event) -> Result<EventData> {
-    let data: &serde_json::value::RawValue = serde_json::from_slice(&e.data).with_context(|| {
-        format!("line {}: data is not JSON", e.position.commit)
-    })?;
+    let data: &serde_json::value::RawValue = serde_json::from_slice(&e.data)
+        .with_context(|| format!("line {}: data is not JSON", e.position.commit))?;
     let id = uuid::Uuid::parse_str(&e.event_id).unwrap_or_else(|_| {
         // Not a UUID in the file: derive one from what identifies the event.
         let h = Sha256::digest(format!("{}\n{}", e.stream_id, e.revision));

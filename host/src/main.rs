@@ -196,8 +196,12 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
         }
         Command::Resume { data, projection } => {
             match projector::registry::resume(&data, &projection)? {
-                Delivery::Requested => println!("{projection}: asked the running host to resume it"),
-                Delivery::Done => println!("{projection}: cleared; it runs again at the next start"),
+                Delivery::Requested => {
+                    println!("{projection}: asked the running host to resume it")
+                }
+                Delivery::Done => {
+                    println!("{projection}: cleared; it runs again at the next start")
+                }
             }
         }
         Command::Replay {
@@ -210,7 +214,12 @@ fn run(cli: Cli) -> Result<std::process::ExitCode> {
                 Delivery::Requested => println!(
                     "{projection}: asked the running host to replay it; the current build serves until the new one has caught up"
                 ),
-                Delivery::Done => println!("{projection}: replayed{}; the new build serves", until.map(|u| format!(" until position {u} (paused there)")).unwrap_or_default()),
+                Delivery::Done => println!(
+                    "{projection}: replayed{}; the new build serves",
+                    until
+                        .map(|u| format!(" until position {u} (paused there)"))
+                        .unwrap_or_default()
+                ),
             }
         }
         Command::Verify { module, source } => {

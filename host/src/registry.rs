@@ -353,11 +353,17 @@ impl Registry {
                 Some((old, control)) => {
                     let old = old.schema();
                     if old.tables_json != schema.tables_json {
-                        Action::Refuse(format!("projection `{name}` version {} changed its tables without a version bump; bump the manifest version to rebuild", schema.version))
+                        Action::Refuse(format!(
+                            "projection `{name}` version {} changed its tables without a version bump; bump the manifest version to rebuild",
+                            schema.version
+                        ))
                     } else if (&old.event_types, &old.stream_prefixes)
                         != (&schema.event_types, &schema.stream_prefixes)
                     {
-                        Action::Refuse(format!("projection `{name}` version {} changed its interests without a version bump; bump the manifest version to rebuild", schema.version))
+                        Action::Refuse(format!(
+                            "projection `{name}` version {} changed its interests without a version bump; bump the manifest version to rebuild",
+                            schema.version
+                        ))
                     } else {
                         Action::Swap(control)
                     }
@@ -444,8 +450,7 @@ impl Registry {
             let request = std::fs::read(&path)
                 .map_err(anyhow::Error::from)
                 .and_then(|b| Ok(serde_json::from_slice::<Request>(&b)?));
-            std::fs::remove_file(&path)
-                .with_context(|| format!("removing {}", path.display()))?;
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
             let outcome = match request {
                 Ok(Request::Replay { projection, until }) => self.replay(&projection, until),
                 Ok(Request::Resume { projection }) => self.resume(&projection),
@@ -528,10 +533,10 @@ impl Registry {
             .name(format!("runner-{name}"))
             .spawn(move || runner.run())
             .context("starting a runner thread")?;
-        self.stats
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((format!("{name} v{}", module.schema().version), stats.clone()));
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).push((
+            format!("{name} v{}", module.schema().version),
+            stats.clone(),
+        ));
         Ok(RunnerHandle {
             module: module.clone(),
             control,

@@ -175,9 +175,14 @@ impl Runner {
         let db = ProjectionDb::open(&self.data, schema.clone(), generation)?;
         let mut checkpoint = db.checkpoint()?.unwrap_or_default();
         let resume = (checkpoint.position.commit > 0).then_some(checkpoint.position);
-        let mut source: Box<dyn EventSource> =
-            source::open(&self.source, resume, Filter::of(&schema), !self.once, &self.reconnect)
-                .with_context(|| format!("projection `{name}`"))?;
+        let mut source: Box<dyn EventSource> = source::open(
+            &self.source,
+            resume,
+            Filter::of(&schema),
+            !self.once,
+            &self.reconnect,
+        )
+        .with_context(|| format!("projection `{name}`"))?;
         if self.primary() {
             catalog.started(&name, version, &self.module.hash)?;
             tracing::info!(projection = %name, version, from = checkpoint.position.commit, "started");
@@ -384,7 +389,13 @@ impl Runner {
     }
 
     /// Record a state in the catalog, if this runner owns the row.
-    fn set_state(&self, catalog: &Catalog, name: &str, state: &str, reason: Option<&str>) -> Result<()> {
+    fn set_state(
+        &self,
+        catalog: &Catalog,
+        name: &str,
+        state: &str,
+        reason: Option<&str>,
+    ) -> Result<()> {
         if self.primary() {
             catalog.set_state(name, state, reason)?;
         } else if state == "faulted" {

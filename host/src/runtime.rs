@@ -19,8 +19,8 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::component::ResourceTable;
+use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -320,7 +320,11 @@ impl Runtime {
             .component_type()
             .imports(&self.engine)
             .any(|(name, _)| name.starts_with("wasi:"));
-        let linker = if wasi { &self.wasi_linker } else { &self.linker };
+        let linker = if wasi {
+            &self.wasi_linker
+        } else {
+            &self.linker
+        };
         let pre = linker.instantiate_pre(&component).map_err(|e| {
             anyhow::anyhow!(
                 "the component does not fit the projector:projection@0.1.0 world: {e:#}"

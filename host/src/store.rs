@@ -230,8 +230,8 @@ pub fn prune_builds(data: &Path, name: &str, keep: usize) -> Result<Vec<(u32, u3
 /// `projector drop`: delete every version of a projection and its catalog entry. Refused
 /// while a host runs on the data folder (it holds `host.lock`).
 pub fn drop_projection(data: &Path, name: &str) -> Result<()> {
-    let _lock = HostLock::acquire(data)
-        .context("stop the host first (its runners may hold the files)")?;
+    let _lock =
+        HostLock::acquire(data).context("stop the host first (its runners may hold the files)")?;
     let catalog = Catalog::open(data)?;
     let known = catalog.forget(name)?;
     let folder = data.join(name);
@@ -705,7 +705,9 @@ impl Catalog {
         )?;
         // Catalogs written before replays existed lack the generation column.
         let has_generation = conn
-            .prepare("SELECT 1 FROM pragma_table_info('projections') WHERE name = 'serving_generation'")?
+            .prepare(
+                "SELECT 1 FROM pragma_table_info('projections') WHERE name = 'serving_generation'",
+            )?
             .exists([])?;
         if !has_generation {
             conn.execute_batch(
@@ -806,7 +808,10 @@ impl Catalog {
 
     /// Forget a projection (its files are removed by the caller).
     pub fn forget(&self, name: &str) -> Result<bool> {
-        Ok(self.conn.execute("DELETE FROM projections WHERE name = ?1", [name])? == 1)
+        Ok(self
+            .conn
+            .execute("DELETE FROM projections WHERE name = ?1", [name])?
+            == 1)
     }
 
     /// Record a state change (`caught-up`, `stopped`, `faulted`) with its reason.

@@ -150,8 +150,8 @@ pub fn build(dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
     } else {
         componentize(&core_bytes)
     };
-    let component = component
-        .with_context(|| format!("turning {} into a component", core.display()))?;
+    let component =
+        component.with_context(|| format!("turning {} into a component", core.display()))?;
     let out = match out {
         Some(p) => p.to_path_buf(),
         None => PathBuf::from("target/projections").join(format!("{name}.wasm")),

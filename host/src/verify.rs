@@ -130,8 +130,7 @@ pub fn run_into(
     data: &Path,
 ) -> Result<()> {
     let modules = data.join("modules");
-    std::fs::create_dir_all(&modules)
-        .with_context(|| format!("creating {}", modules.display()))?;
+    std::fs::create_dir_all(&modules).with_context(|| format!("creating {}", modules.display()))?;
     std::fs::write(modules.join("module.wasm"), wasm)?;
     let config = Config {
         source: source.to_string(),

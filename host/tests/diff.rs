@@ -30,7 +30,13 @@ fn diff_names_rows_changed_added_and_removed_per_table() {
     let d = projector::diff::diff(&guest("tally-v1"), &guest("tally-v2"), source, &limits).unwrap();
     assert_eq!(d.len(), 1);
     assert_eq!(
-        (d[0].table.as_str(), d[0].added, d[0].removed, d[0].changed, d[0].same),
+        (
+            d[0].table.as_str(),
+            d[0].added,
+            d[0].removed,
+            d[0].changed,
+            d[0].same
+        ),
         ("counts", 0, 0, 3, 0)
     );
     assert!(
@@ -41,7 +47,10 @@ fn diff_names_rows_changed_added_and_removed_per_table() {
 
     // A module against itself: nothing differs.
     let d = projector::diff::diff(&guest("tally-v1"), &guest("tally-v1"), source, &limits).unwrap();
-    assert_eq!((d[0].added, d[0].removed, d[0].changed, d[0].same), (0, 0, 0, 3));
+    assert_eq!(
+        (d[0].added, d[0].removed, d[0].changed, d[0].same),
+        (0, 0, 0, 3)
+    );
 
     // Different tables altogether: all of one removed, all of the other added.
     let d = projector::diff::diff(&guest("tally-v1"), &guest("hostile"), source, &limits).unwrap();

@@ -44,7 +44,8 @@ fn try_query<T: serde::de::DeserializeOwned>(data: &Path, name: &str, sql: &str)
 
 /// The orders table keyed by id, or None while there is none.
 fn try_orders(data: &Path) -> Option<std::collections::BTreeMap<String, shop_events::OrderRow>> {
-    let rows: Vec<shop_events::OrderRow> = try_query(data, "order-summary", "SELECT * FROM orders")?;
+    let rows: Vec<shop_events::OrderRow> =
+        try_query(data, "order-summary", "SELECT * FROM orders")?;
     Some(rows.into_iter().map(|r| (r.order_id.clone(), r)).collect())
 }
 
@@ -78,7 +79,10 @@ fn shop_projections_from_the_server_equal_the_fold_and_the_file() {
     assert!(summary.ok(), "{summary:?}");
     let data = dir.path().join("data");
     let want = Fold::of_file(&events, None).unwrap();
-    assert!(want.orders.len() > 1000, "the data exercises the projections");
+    assert!(
+        want.orders.len() > 1000,
+        "the data exercises the projections"
+    );
     assert_same("orders", &orders(&data), &want.orders);
     assert_same("customers", &customers(&data), &want.customers);
 
@@ -205,7 +209,8 @@ fn a_server_that_never_answers_stops_the_projection_with_the_reason() {
     let summary = run_once(&cfg);
     let err = summary.projections[0].error.clone().expect("it gives up");
     assert!(
-        err.contains("giving up after 3 failed attempts") && err.contains(&server.addr().to_string()),
+        err.contains("giving up after 3 failed attempts")
+            && err.contains(&server.addr().to_string()),
         "{err}"
     );
 }
@@ -255,8 +260,12 @@ fn appended_events_show_up_live_and_bad_ones_follow_the_policy() {
         try_orders(&data).is_some_and(|o| o.contains_key("live-1"))
     });
     wait_for("the dead letter", Duration::from_secs(30), || {
-        try_query::<serde_json::Value>(&data, "order-summary", "SELECT * FROM _projector_dead_letters")
-            .is_some_and(|d| !d.is_empty())
+        try_query::<serde_json::Value>(
+            &data,
+            "order-summary",
+            "SELECT * FROM _projector_dead_letters",
+        )
+        .is_some_and(|d| !d.is_empty())
     });
     let dead: Vec<serde_json::Value> = query(
         &data,
@@ -265,8 +274,18 @@ fn appended_events_show_up_live_and_bad_ones_follow_the_policy() {
     );
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0]["stream_id"], "order-live-1");
-    assert!(dead[0]["error"].as_str().unwrap().contains("invalid data in OrderConfirmed"), "{dead:?}");
-    assert_eq!(server.len(), 2_000 + 2, "the idempotent retry added nothing");
+    assert!(
+        dead[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid data in OrderConfirmed"),
+        "{dead:?}"
+    );
+    assert_eq!(
+        server.len(),
+        2_000 + 2,
+        "the idempotent retry added nothing"
+    );
     shutdown.store(true, Ordering::Relaxed);
     assert!(host.join().unwrap().unwrap().ok());
 }
@@ -293,10 +312,16 @@ fn filtered_checkpoints_advance_a_projection_that_ignores_most_events() {
     let cfg = esdb_config(dir.path(), &server, &["tally-v1"]);
     assert!(run_once(&cfg).ok());
     let data = dir.path().join("data");
-    let cp: Vec<serde_json::Value> =
-        query(&data, "tally", "SELECT commit_position FROM _projector_checkpoint");
+    let cp: Vec<serde_json::Value> = query(
+        &data,
+        "tally",
+        "SELECT commit_position FROM _projector_checkpoint",
+    );
     let at = cp[0]["commit_position"].as_u64().unwrap();
-    assert!(at > 4_000 * 64, "the checkpoint moved past the ignored events: {at}");
+    assert!(
+        at > 4_000 * 64,
+        "the checkpoint moved past the ignored events: {at}"
+    );
     let n: Vec<serde_json::Value> = query(&data, "tally", "SELECT n FROM counts");
     assert_eq!(n[0]["n"], 1);
 }

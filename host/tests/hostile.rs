@@ -96,7 +96,10 @@ fn a_wasi_module_cannot_wait_on_a_timer() {
     let t0 = std::time::Instant::now();
     let (err, _d) = run_module_with("wasi-probe", "Sleep", |_| {});
     assert!(err.contains("may not wait on a timer"), "{err}");
-    assert!(t0.elapsed() < std::time::Duration::from_secs(20), "it did not sleep");
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(20),
+        "it did not sleep"
+    );
 }
 
 #[test]
@@ -126,8 +129,11 @@ fn a_wasi_module_sees_a_fixed_clock_and_seeded_randomness() {
 
     let m = modules(dir.path(), &["wasi-probe"]);
     assert!(run_once(&config(dir.path(), &events, &m, 50)).ok());
-    let rows: Vec<serde_json::Value> =
-        query(&dir.path().join("data"), "wasi-probe", "SELECT payload FROM seen");
+    let rows: Vec<serde_json::Value> = query(
+        &dir.path().join("data"),
+        "wasi-probe",
+        "SELECT payload FROM seen",
+    );
     let clock = format!("clock={}", projector::runtime::FIXED_WALL_CLOCK_SECS);
     assert!(
         rows.iter()

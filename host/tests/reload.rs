@@ -168,7 +168,10 @@ fn modules_are_shipped_swapped_rebuilt_and_removed_while_the_host_runs() {
     let c = counts(&data).unwrap();
     assert_eq!((c["B"].code.as_str(), c["C"].code.as_str()), ("a", "a"));
     let catalog = Catalog::open_read_only(&data).unwrap();
-    assert_eq!(catalog.entry("tally").unwrap().unwrap().serving_version, Some(1));
+    assert_eq!(
+        catalog.entry("tally").unwrap().unwrap().serving_version,
+        Some(1)
+    );
 
     // 3. A broken module and a table change without a version bump are refused; the
     // running code keeps running.
@@ -248,7 +251,11 @@ fn modules_are_shipped_swapped_rebuilt_and_removed_while_the_host_runs() {
     let before = counts(&data).unwrap();
     events.append(500, &["A"]);
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(counts(&data).unwrap(), before, "a stopped projection reads nothing");
+    assert_eq!(
+        counts(&data).unwrap(),
+        before,
+        "a stopped projection reads nothing"
+    );
 
     // `projector drop` waits for the host to stop: it holds the data folder's lock.
     let refused = format!(
@@ -273,8 +280,10 @@ fn modules_are_shipped_swapped_rebuilt_and_removed_while_the_host_runs() {
         "{rejected:?}"
     );
     assert!(
-        rejected.iter().any(|r| r.contains("changed its tables without a version bump")
-            && r.contains("bump the manifest version")),
+        rejected
+            .iter()
+            .any(|r| r.contains("changed its tables without a version bump")
+                && r.contains("bump the manifest version")),
         "{rejected:?}"
     );
     assert!(
@@ -287,10 +296,15 @@ fn modules_are_shipped_swapped_rebuilt_and_removed_while_the_host_runs() {
 /// Tally counts of the first `upto` lines of the event file.
 fn counts_upto(events: &Events, upto: usize) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
-    for line in std::fs::read_to_string(&events.path).unwrap().lines().take(upto) {
+    for line in std::fs::read_to_string(&events.path)
+        .unwrap()
+        .lines()
+        .take(upto)
+    {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         if v["stream"].as_str().unwrap().starts_with("t-") {
-            *out.entry(v["type"].as_str().unwrap().to_string()).or_default() += 1;
+            *out.entry(v["type"].as_str().unwrap().to_string())
+                .or_default() += 1;
         }
     }
     out
@@ -333,14 +347,21 @@ fn replay_rebuilds_beside_the_serving_build_and_pauses_until_resumed() {
 
     // A full replay: generation 1 of version 1 takes over; generation 0 is dropped.
     assert_eq!(replay(&cfg, "tally", None).unwrap(), Delivery::Requested);
-    wait_for("the replay to cut over", || entry(&data).serving_generation == 1);
+    wait_for("the replay to cut over", || {
+        entry(&data).serving_generation == 1
+    });
     wait_for("exact after the replay", || exact(&data, &events));
     let folder = data.join("tally");
     assert!(folder.join("v1.1.sqlite").exists());
-    wait_for("generation 0 dropped", || !folder.join("v1.sqlite").exists());
+    wait_for("generation 0 dropped", || {
+        !folder.join("v1.sqlite").exists()
+    });
 
     // Replay until line 1000: it serves the tables as of there, paused.
-    assert_eq!(replay(&cfg, "tally", Some(1000)).unwrap(), Delivery::Requested);
+    assert_eq!(
+        replay(&cfg, "tally", Some(1000)).unwrap(),
+        Delivery::Requested
+    );
     wait_for("the pause", || {
         let e = entry(&data);
         e.state == "paused" && e.serving_generation == 2
@@ -348,7 +369,11 @@ fn replay_rebuilds_beside_the_serving_build_and_pauses_until_resumed() {
     assert_eq!(ns(&data), counts_upto(&events, 1000));
     events.append(300, &["A"]);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(ns(&data), counts_upto(&events, 1000), "paused: reads nothing more");
+    assert_eq!(
+        ns(&data),
+        counts_upto(&events, 1000),
+        "paused: reads nothing more"
+    );
 
     // Resume: it continues from there to the live head.
     assert_eq!(resume(&data, "tally").unwrap(), Delivery::Requested);
@@ -384,7 +409,13 @@ fn pruning_keeps_the_serving_build_and_the_newest_others() {
     let data = dir.path();
     let folder = data.join("p");
     std::fs::create_dir_all(&folder).unwrap();
-    for f in ["v1.sqlite", "v2.sqlite", "v2.1.sqlite", "v3.sqlite", "v3.sqlite-wal"] {
+    for f in [
+        "v1.sqlite",
+        "v2.sqlite",
+        "v2.1.sqlite",
+        "v3.sqlite",
+        "v3.sqlite-wal",
+    ] {
         std::fs::write(folder.join(f), b"").unwrap();
     }
     let catalog = Catalog::open(data).unwrap();
@@ -395,10 +426,16 @@ fn pruning_keeps_the_serving_build_and_the_newest_others() {
     );
     let gone = projector::store::prune_builds(data, "p", 1).unwrap();
     assert_eq!(gone, vec![(2, 0), (1, 0)]);
-    assert_eq!(projector::store::builds_on_disk(data, "p"), vec![(2, 1), (3, 0)]);
+    assert_eq!(
+        projector::store::builds_on_disk(data, "p"),
+        vec![(2, 1), (3, 0)]
+    );
     assert!(!folder.join("v3.sqlite-wal").exists() || folder.join("v3.sqlite").exists());
     let gone = projector::store::prune_builds(data, "p", 0).unwrap();
     assert_eq!(gone, vec![(3, 0)]);
-    assert!(!folder.join("v3.sqlite-wal").exists(), "its WAL goes with it");
+    assert!(
+        !folder.join("v3.sqlite-wal").exists(),
+        "its WAL goes with it"
+    );
     assert_eq!(projector::store::builds_on_disk(data, "p"), vec![(2, 1)]);
 }

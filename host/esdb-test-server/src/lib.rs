@@ -177,7 +177,12 @@ impl TestServer {
 
     /// Events in the log.
     pub fn len(&self) -> usize {
-        self.shared.log.read().unwrap_or_else(|e| e.into_inner()).all.len()
+        self.shared
+            .log
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .all
+            .len()
     }
 
     /// True when the log holds no event.
@@ -277,7 +282,9 @@ fn serve(addr: SocketAddr, shared: Arc<Shared>) -> Result<(tokio::runtime::Runti
         let result = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .add_service(streams::streams_server::StreamsServer::new(service.clone()))
-            .add_service(features::server_features_server::ServerFeaturesServer::new(service))
+            .add_service(features::server_features_server::ServerFeaturesServer::new(
+                service,
+            ))
             .serve_with_incoming(incoming)
             .await;
         if let Err(e) = result {
@@ -320,14 +327,18 @@ struct Live(Arc<Shared>);
 
 impl Live {
     fn new(shared: Arc<Shared>) -> Live {
-        shared.live.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        shared
+            .live
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Live(shared)
     }
 }
 
 impl Drop for Live {
     fn drop(&mut self) {
-        self.0.live.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0
+            .live
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -357,7 +368,10 @@ impl EventFilter {
             &e.event.event_type
         };
         if !self.prefixes.is_empty() {
-            return self.prefixes.iter().any(|p| subject.starts_with(p.as_str()));
+            return self
+                .prefixes
+                .iter()
+                .any(|p| subject.starts_with(p.as_str()));
         }
         self.regex.as_ref().is_none_or(|r| r.is_match(subject))
     }
@@ -379,13 +393,14 @@ impl Service {
                     Some(ropts::filter_options::Filter::EventType(x)) => (false, x),
                     None => return Err(Status::invalid_argument("empty filter")),
                 };
-                let regex = if expr.regex.is_empty() {
-                    None
-                } else {
-                    Some(regex::Regex::new(&expr.regex).map_err(|e| {
-                        Status::invalid_argument(format!("bad filter regex: {e}"))
-                    })?)
-                };
+                let regex =
+                    if expr.regex.is_empty() {
+                        None
+                    } else {
+                        Some(regex::Regex::new(&expr.regex).map_err(|e| {
+                            Status::invalid_argument(format!("bad filter regex: {e}"))
+                        })?)
+                    };
                 let window = match f.window {
                     Some(ropts::filter_options::Window::Max(m)) => u64::from(m),
                     _ => 32,
@@ -457,11 +472,13 @@ impl Service {
             Some(name) => match log.streams.get(name) {
                 Some(r) => r.clone(),
                 None => {
-                    return Ok(vec![Ok(content(streams::read_resp::Content::StreamNotFound(
-                        streams::read_resp::StreamNotFound {
-                            stream_identifier: Some(stream_id(name)),
-                        },
-                    )))]);
+                    return Ok(vec![Ok(content(
+                        streams::read_resp::Content::StreamNotFound(
+                            streams::read_resp::StreamNotFound {
+                                stream_identifier: Some(stream_id(name)),
+                            },
+                        ),
+                    ))]);
                 }
             },
         };
@@ -503,22 +520,24 @@ fn event_message(e: &Stored) -> streams::ReadResp {
         "created".to_string(),
         (e.event.created_ms * 10_000).to_string(),
     );
-    content(streams::read_resp::Content::Event(streams::read_resp::ReadEvent {
-        event: Some(read_event::RecordedEvent {
-            id: Some(common::Uuid {
-                value: Some(common::uuid::Value::String(e.event.id.to_string())),
+    content(streams::read_resp::Content::Event(
+        streams::read_resp::ReadEvent {
+            event: Some(read_event::RecordedEvent {
+                id: Some(common::Uuid {
+                    value: Some(common::uuid::Value::String(e.event.id.to_string())),
+                }),
+                stream_identifier: Some(stream_id(&e.event.stream)),
+                stream_revision: e.revision,
+                prepare_position: e.position,
+                commit_position: e.position,
+                metadata,
+                custom_metadata: e.event.metadata.clone(),
+                data: e.event.data.clone(),
             }),
-            stream_identifier: Some(stream_id(&e.event.stream)),
-            stream_revision: e.revision,
-            prepare_position: e.position,
-            commit_position: e.position,
-            metadata,
-            custom_metadata: e.event.metadata.clone(),
-            data: e.event.data.clone(),
-        }),
-        link: None,
-        position: Some(read_event::Position::CommitPosition(e.position)),
-    }))
+            link: None,
+            position: Some(read_event::Position::CommitPosition(e.position)),
+        },
+    ))
 }
 
 /// Serve one `$all` subscription: catch up, report caught-up, then follow live appends;
@@ -544,13 +563,18 @@ async fn subscribe(shared: Arc<Shared>, plan: ReadPlan, tx: mpsc::Sender<ReadIte
     }
     let (mut next, mut considered, mut caught_up) = (plan.from, 0u64, false);
     loop {
-        let stall = *shared.stalled_until.lock().unwrap_or_else(|e| e.into_inner());
+        let stall = *shared
+            .stalled_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(until) = stall.filter(|u| *u > Instant::now()) {
             tokio::time::sleep_until(until.into()).await;
         }
         if *drops.borrow() != generation {
             let _ = tx
-                .send(Err(Status::unavailable("subscription dropped by the test server")))
+                .send(Err(Status::unavailable(
+                    "subscription dropped by the test server",
+                )))
                 .await;
             return;
         }
@@ -569,11 +593,13 @@ async fn subscribe(shared: Arc<Shared>, plan: ReadPlan, tx: mpsc::Sender<ReadIte
                     commit_position: (i as u64 + 1) * POSITION_STEP,
                     prepare_position: (i as u64 + 1) * POSITION_STEP,
                 });
-                if !send(Ok(content(Content::CaughtUp(streams::read_resp::CaughtUp {
-                    timestamp: Some(now()),
-                    stream_revision: None,
-                    position,
-                }))))
+                if !send(Ok(content(Content::CaughtUp(
+                    streams::read_resp::CaughtUp {
+                        timestamp: Some(now()),
+                        stream_revision: None,
+                        position,
+                    },
+                ))))
                 .await
                 {
                     return;
@@ -713,7 +739,11 @@ impl streams::streams_server::Streams for Service {
         };
         // An append retried with the same ids at the same revisions succeeds, once.
         if let Some(first) = first {
-            let existing = log.streams.get(&stream).map(|r| r.as_slice()).unwrap_or(&[]);
+            let existing = log
+                .streams
+                .get(&stream)
+                .map(|r| r.as_slice())
+                .unwrap_or(&[]);
             let same = !events.is_empty()
                 && events.iter().enumerate().all(|(k, e)| {
                     existing
@@ -774,21 +804,27 @@ impl streams::streams_server::Streams for Service {
         &self,
         _: Request<streams::DeleteReq>,
     ) -> Result<Response<streams::DeleteResp>, Status> {
-        Err(Status::unimplemented("delete is not part of the test server"))
+        Err(Status::unimplemented(
+            "delete is not part of the test server",
+        ))
     }
 
     async fn tombstone(
         &self,
         _: Request<streams::TombstoneReq>,
     ) -> Result<Response<streams::TombstoneResp>, Status> {
-        Err(Status::unimplemented("tombstone is not part of the test server"))
+        Err(Status::unimplemented(
+            "tombstone is not part of the test server",
+        ))
     }
 
     async fn batch_append(
         &self,
         _: Request<Streaming<streams::BatchAppendReq>>,
     ) -> Result<Response<Self::BatchAppendStream>, Status> {
-        Err(Status::unimplemented("batch append is not part of the test server"))
+        Err(Status::unimplemented(
+            "batch append is not part of the test server",
+        ))
     }
 }
 

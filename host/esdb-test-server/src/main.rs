@@ -28,7 +28,11 @@ fn main() -> anyhow::Result<()> {
         None => Vec::new(),
     };
     let server = esdb_test_server::TestServer::start_on(args.listen, events)?;
-    println!("listening on {} with {} events; Ctrl-C stops", server.url(), server.len());
+    println!(
+        "listening on {} with {} events; Ctrl-C stops",
+        server.url(),
+        server.len()
+    );
     loop {
         std::thread::park();
     }

@@ -136,9 +136,14 @@ impl Filter {
 
 /// True when `spec` names an EventStoreDB / KurrentDB server rather than a file.
 pub fn is_esdb(spec: &str) -> bool {
-    ["esdb://", "esdb+discover://", "kurrentdb://", "kurrentdb+discover://"]
-        .iter()
-        .any(|s| spec.starts_with(s))
+    [
+        "esdb://",
+        "esdb+discover://",
+        "kurrentdb://",
+        "kurrentdb+discover://",
+    ]
+    .iter()
+    .any(|s| spec.starts_with(s))
 }
 
 /// Open the source named by `spec` (an NDJSON file path or an EventStoreDB connection
