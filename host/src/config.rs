@@ -43,7 +43,8 @@ pub struct ReloadSettings {
     /// `notify` (filesystem events, with a slow rescan as a safety net) or `poll` (rescan
     /// only: for bind mounts and network filesystems that deliver no events).
     pub watch: WatchMode,
-    /// Rescan interval in milliseconds when polling.
+    /// Rescan interval in milliseconds when polling; with notifications the safety-net
+    /// rescan runs every eight of these (2 s at most).
     pub poll_ms: u64,
     /// A changed file is loaded once it has stayed the same for this long.
     pub debounce_ms: u64,

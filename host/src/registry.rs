@@ -510,24 +510,17 @@ impl Registry {
         let stats = Arc::new(Stats::default());
         let name = module.schema().name.clone();
         let runner = Runner {
-            module: module.clone(),
-            data: self.config.data.clone(),
-            source: self.config.source.clone(),
-            reconnect: self.config.reconnect.clone(),
-            batch: self.config.batch.clone(),
-            once: self.once,
-            policy: self
-                .config
-                .projections
-                .get(&name)
-                .map(|p| p.error_policy)
-                .unwrap_or_default(),
-            shutdown: self.shutdown.clone(),
             control: control.clone(),
             replaces,
             generation,
             until,
             stats: stats.clone(),
+            ..Runner::new(
+                &self.config,
+                module.clone(),
+                self.once,
+                self.shutdown.clone(),
+            )
         };
         let thread = std::thread::Builder::new()
             .name(format!("runner-{name}"))
@@ -638,24 +631,12 @@ pub fn replay(config: &Config, name: &str, until: Option<u64>) -> Result<Deliver
     let module = Arc::new(module_for(&runtime, &config.modules, name)?);
     crate::store::Catalog::open(&config.data)?;
     let generation = next_generation(&config.data, &module);
+    // A shadow of nothing: it cuts over when it reaches the end (or `until`).
     let runner = Runner {
-        module: module.clone(),
-        data: config.data.clone(),
-        source: config.source.clone(),
-        reconnect: config.reconnect.clone(),
-        batch: config.batch.clone(),
-        once: true,
-        policy: config
-            .projections
-            .get(name)
-            .map(|p| p.error_policy)
-            .unwrap_or_default(),
-        shutdown: Arc::new(AtomicBool::new(false)),
         control: Arc::new(Control::default()),
-        replaces: None,
         generation: Some(generation),
         until,
-        stats: Arc::new(Stats::default()),
+        ..Runner::new(config, module, true, Arc::new(AtomicBool::new(false)))
     };
     runner.run()?;
     crate::store::prune_builds(&config.data, name, config.reload.keep_versions)?;

@@ -141,6 +141,36 @@ pub struct Runner {
 }
 
 impl Runner {
+    /// A runner of `module` as the config says (source, batching, error policy): the
+    /// projection's own (primary), on its serving build, running on (no `until`).
+    pub fn new(
+        config: &crate::config::Config,
+        module: Arc<Module>,
+        once: bool,
+        shutdown: Arc<AtomicBool>,
+    ) -> Runner {
+        let policy = config
+            .projections
+            .get(&module.schema().name)
+            .map(|p| p.error_policy)
+            .unwrap_or_default();
+        Runner {
+            module,
+            data: config.data.clone(),
+            source: config.source.clone(),
+            reconnect: config.reconnect.clone(),
+            batch: config.batch.clone(),
+            once,
+            policy,
+            shutdown,
+            control: Control::primary(),
+            replaces: None,
+            generation: None,
+            until: None,
+            stats: Arc::default(),
+        }
+    }
+
     /// Run until the source ends (`once`), shutdown, or a fault.
     pub fn run(mut self) -> Result<()> {
         let schema = self.module.schema().clone();

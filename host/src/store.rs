@@ -246,7 +246,10 @@ pub fn drop_projection(data: &Path, name: &str) -> Result<()> {
 }
 
 /// An exclusive lock on a data folder: one host (or one `drop`) at a time.
-pub struct HostLock(#[allow(dead_code)] std::fs::File);
+pub struct HostLock {
+    /// Held open: the lock lasts as long as the file handle.
+    _file: std::fs::File,
+}
 
 impl HostLock {
     /// Take the lock, or fail saying that another process holds it.
@@ -261,7 +264,7 @@ impl HostLock {
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
         match file.try_lock() {
-            Ok(()) => Ok(HostLock(file)),
+            Ok(()) => Ok(HostLock { _file: file }),
             Err(_) => anyhow::bail!(
                 "another projector process is using {} (it holds {})",
                 data.display(),
@@ -771,7 +774,7 @@ impl Catalog {
         Ok(())
     }
 
-    /// Point readers at `version` (atomic: one row update).
+    /// Point readers at build `generation` of `version` (atomic: one row update).
     pub fn serve(&self, name: &str, version: u32, generation: u32) -> Result<()> {
         self.conn.execute(
             "UPDATE projections SET serving_version = ?2, serving_generation = ?3 WHERE name = ?1",
