@@ -8,9 +8,9 @@ use anyhow::Result;
 
 use crate::config::Config;
 use crate::runtime::Runtime;
-use crate::runtime::wit::Position;
-use crate::source::{self, EventBuffer, Filter};
+use crate::source::{self, EventBuffer, Filter, SourceError};
 use crate::store::{OpLimits, ProjectionDb};
+use crate::wit::Position;
 
 /// What a retry did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -36,10 +36,7 @@ pub fn retry(config: &Config, projection: &str) -> Result<RetryReport> {
         return Ok(report);
     };
 
-    let from = (first.commit > 1).then(|| Position {
-        commit: first.commit - 1,
-        prepare: first.commit - 1,
-    });
+    let from = (first.commit > 1).then(|| Position::at(first.commit - 1));
     let mut src = source::open(
         &config.source,
         from,
@@ -49,8 +46,8 @@ pub fn retry(config: &Config, projection: &str) -> Result<RetryReport> {
     )?;
     let limits = OpLimits::from(&config.limits);
     let mut buf = EventBuffer::default();
-    let mut db = Some(db);
-    db.as_mut().expect("db").begin()?;
+    let mut db = db;
+    db.begin()?;
     for (rowid, at) in letters {
         // Read forward to the event at `at` (positions are in ascending order).
         let found = loop {
@@ -66,45 +63,40 @@ pub fn retry(config: &Config, projection: &str) -> Result<RetryReport> {
                     );
                 }
                 Ok(_) => continue,
-                Err(e)
-                    if e.downcast_ref::<source::ndjson::MalformedLine>()
-                        .is_some_and(|m| m.line == at.commit) =>
-                {
-                    break Err(format!("{e:#}"));
+                Err(SourceError::BadEvent(bad)) if bad.position == at => {
+                    break Err(bad.to_string());
                 }
                 Err(e) => continue_or(e, at)?,
             }
         };
         let outcome = found.and_then(|()| {
-            let (_, result) = module.handle(&mut db, buf.as_slice());
+            let (_, result) = module.handle(Box::new(db.reader()), buf.as_slice());
             let ops = result.map_err(|e| e.to_string())?;
-            let d = db.as_mut().expect("db is back");
             // The checkpoint stays where it is: this event was passed long ago.
-            d.apply_batch(&ops, checkpoint, limits)
+            db.apply_batch(&ops, checkpoint, limits)
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         });
-        let d = db.as_mut().expect("db is back");
         match outcome {
             Ok(()) => {
-                d.settle_dead_letter(rowid, None)?;
+                db.settle_dead_letter(rowid, None)?;
                 report.applied += 1;
             }
             Err(e) => {
                 tracing::warn!(projection, position = at.commit, "still failing: {e}");
-                d.settle_dead_letter(rowid, Some(&e))?;
+                db.settle_dead_letter(rowid, Some(&e))?;
                 report.still_failing += 1;
             }
         }
     }
-    db.as_mut().expect("db is back").commit()?;
+    db.commit()?;
     Ok(report)
 }
 
-/// A malformed line before the one we want is someone else's problem: read past it.
-fn continue_or(e: anyhow::Error, at: Position) -> Result<()> {
-    match e.downcast_ref::<source::ndjson::MalformedLine>() {
-        Some(m) if m.line < at.commit => Ok(()),
-        _ => Err(e),
+/// A malformed event before the one we want is someone else's problem: read past it.
+fn continue_or(e: SourceError, at: Position) -> Result<()> {
+    match e {
+        SourceError::BadEvent(bad) if bad.position.commit < at.commit => Ok(()),
+        e => Err(e.into()),
     }
 }

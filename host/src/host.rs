@@ -12,8 +12,7 @@ use anyhow::{Context as _, Result};
 
 use crate::config::Config;
 use crate::registry::{Registry, StatsList};
-use crate::runner::Stats;
-use crate::runtime::Module;
+use crate::runner::{ProjectionReport, Stats};
 
 /// How `run` should behave.
 #[derive(Debug, Clone, Copy, Default)]
@@ -22,35 +21,6 @@ pub struct RunOptions {
     pub once: bool,
     /// Draw progress bars (when stderr is a terminal).
     pub progress: bool,
-}
-
-/// How one projection's run ended.
-#[derive(Debug, Clone)]
-pub struct ProjectionReport {
-    /// The projection.
-    pub name: String,
-    /// Its manifest version.
-    pub version: u32,
-    /// Events read from the source (matched or not).
-    pub events_read: u64,
-    /// Events that went into the module.
-    pub events_handled: u64,
-    /// Ops applied.
-    pub ops_written: u64,
-    /// Fuel consumed (0 when metering is off).
-    pub fuel_used: u64,
-    /// Batches applied.
-    pub batches: u64,
-    /// Events skipped or dead-lettered under the error policy.
-    pub events_failed: u64,
-    /// Largest linear memory an instance grew to, in bytes.
-    pub peak_memory: u64,
-    /// Seconds spent reading the source, in Wasm, writing SQLite, committing.
-    pub seconds: [f64; 4],
-    /// Seconds of the Wasm time spent serving `get` from SQLite.
-    pub get_seconds: f64,
-    /// None when it ran cleanly; the reason otherwise.
-    pub error: Option<String>,
 }
 
 /// What a run did.
@@ -82,33 +52,6 @@ impl RunSummary {
     }
 }
 
-impl ProjectionReport {
-    /// The report of one runner, from its counters and how it ended.
-    pub fn of(module: &Module, stats: &Stats, error: Option<anyhow::Error>) -> ProjectionReport {
-        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        ProjectionReport {
-            name: module.schema().name.clone(),
-            version: module.schema().version,
-            events_read: load(&stats.events_read),
-            events_handled: load(&stats.events_handled),
-            ops_written: load(&stats.ops_written),
-            fuel_used: load(&stats.fuel_used),
-            batches: load(&stats.batches),
-            events_failed: load(&stats.events_failed),
-            peak_memory: load(&stats.peak_memory),
-            get_seconds: load(&stats.get_ns) as f64 / 1e9,
-            seconds: [
-                &stats.read_ns,
-                &stats.wasm_ns,
-                &stats.write_ns,
-                &stats.commit_ns,
-            ]
-            .map(|a| load(a) as f64 / 1e9),
-            error: error.map(|e| format!("{e:#}")),
-        }
-    }
-}
-
 /// Run every projection in the config's modules folder until done (`once`) or shutdown.
 /// Without `once`, the modules folder is watched: modules dropped in, changed or removed
 /// are started, swapped, rebuilt or stopped while the rest keep running (see `registry`).
@@ -121,7 +64,7 @@ pub fn run(config: &Config, options: RunOptions, shutdown: Arc<AtomicBool>) -> R
     crate::store::Catalog::open(&config.data)?;
     let mut registry = Registry::new(config, options.once, shutdown.clone())?;
     registry.load_all()?;
-    if options.once && !registry.running() {
+    if options.once && registry.projections() == 0 {
         anyhow::bail!(
             "no projection module could be loaded from {}",
             config.modules.display()
@@ -150,10 +93,11 @@ pub fn run(config: &Config, options: RunOptions, shutdown: Arc<AtomicBool>) -> R
             break Err(e);
         }
     };
-    registry.finish();
+    let finished = registry.finish();
     done.store(true, Ordering::Relaxed);
     let _ = progress.join();
     outcome?;
+    finished?;
     Ok(RunSummary {
         projections: std::mem::take(&mut registry.reports),
         rejected: std::mem::take(&mut registry.rejected),

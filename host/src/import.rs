@@ -13,8 +13,8 @@ use anyhow::{Context as _, Result};
 use kurrentdb::{AppendToStreamOptions, Client, EventData, StreamState};
 use sha2::{Digest, Sha256};
 
-use crate::runtime::wit::Event;
 use crate::source::{EventBuffer, EventSource, Filter, ndjson::NdjsonSource};
+use crate::wit::Event;
 
 /// What an import did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -1,10 +1,13 @@
 //! Projector: a WebAssembly projection host for EventStoreDB / KurrentDB.
 //!
-//! Events flow `source` → `runner` (one per projection) → `runtime` (the Wasm
-//! module) → `store` (SQLite, ops and checkpoint in one transaction). `host`
-//! wires them together and `registry` starts, swaps, rebuilds and stops runners as
-//! module files change; `query` reads the results; `toolchain` builds guests;
-//! `verify` checks that a module is deterministic; `diff` compares two modules' tables.
+//! Layers, bottom up (each uses only those below it):
+//! - `wit` (the contract's types), `config`, `schema` (validated manifests);
+//! - `source` (events in), `runtime` (Wasm modules), `store` (SQLite out);
+//! - `runner`: one per projection build, source → module → store;
+//! - `registry`: which module serves what, the runners' lifecycle, the one writer of
+//!   projection state; `host`: the daemon around it;
+//! - tools: `query`, `verify`, `diff`, `dead_letters`, `import`, `toolchain`.
+#![deny(missing_docs)]
 
 pub mod config;
 pub mod dead_letters;
@@ -20,6 +23,7 @@ pub mod source;
 pub mod store;
 pub mod toolchain;
 pub mod verify;
+pub mod wit;
 
 pub use config::Config;
 pub use host::{RunOptions, RunSummary, run};

@@ -5,66 +5,107 @@
 
 use std::collections::HashMap;
 
-use crate::runtime::wit::{ColumnKind, Manifest};
+use crate::wit::{ColumnKind, Manifest};
 
 /// Why a manifest was refused.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ManifestError {
+    /// The projection name breaks the naming rule.
     #[error(
         "invalid projection name {0:?}: use 1-64 of a-z, 0-9, '-', '_', starting with a letter or digit"
     )]
     ProjectionName(String),
+    /// A table, column or index name breaks the naming rule.
     #[error(
         "invalid {what} name {name:?}: use 1-63 of a-z, 0-9, '_', starting with a letter (and not `sqlite_`)"
     )]
-    Name { what: &'static str, name: String },
+    Name {
+        /// What kind of name.
+        what: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// No table at all.
     #[error("the manifest declares no tables")]
     NoTables,
+    /// Two tables of one name.
     #[error("table `{0}` is declared twice")]
     DuplicateTable(String),
+    /// Two columns of one name in a table.
     #[error("table `{table}` declares column `{column}` twice")]
-    DuplicateColumn { table: String, column: String },
-    #[error("table `{0}` has no primary key")]
-    NoPrimaryKey(String),
-    #[error("table `{table}`: {role} names unknown column `{column}`")]
-    UnknownColumn {
+    DuplicateColumn {
+        /// The table.
         table: String,
-        role: &'static str,
+        /// The column.
         column: String,
     },
+    /// A table without a primary key.
+    #[error("table `{0}` has no primary key")]
+    NoPrimaryKey(String),
+    /// A key or index names a column the table lacks.
+    #[error("table `{table}`: {role} names unknown column `{column}`")]
+    UnknownColumn {
+        /// The table.
+        table: String,
+        /// Where the name appears (primary key, index).
+        role: &'static str,
+        /// The column.
+        column: String,
+    },
+    /// A primary-key column declared nullable.
     #[error("table `{table}`: primary-key column `{column}` cannot be nullable")]
-    NullableKey { table: String, column: String },
+    NullableKey {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+    },
 }
 
 /// One column of a declared table.
 #[derive(Debug, Clone)]
 pub struct ColumnSchema {
+    /// Its name.
     pub name: String,
+    /// What it holds.
     pub kind: ColumnKind,
+    /// Whether it may hold NULL.
     pub nullable: bool,
 }
 
 /// One declared table and the SQL the host runs against it.
 #[derive(Debug, Clone)]
 pub struct TableSchema {
+    /// Its name.
     pub name: String,
+    /// Its columns, in declared order.
     pub columns: Vec<ColumnSchema>,
     /// Column indexes of the primary key, in key order.
     pub primary_key: Vec<usize>,
+    /// Column index by name.
     pub by_name: HashMap<String, usize>,
+    /// CREATE TABLE and CREATE INDEX statements.
     pub create_sql: Vec<String>,
+    /// Insert-or-replace of a whole row.
     pub upsert_sql: String,
+    /// Delete by primary key.
     pub delete_sql: String,
+    /// Select a whole row by primary key.
     pub select_sql: String,
 }
 
 /// The validated manifest of one projection version.
 #[derive(Debug, Clone)]
 pub struct Schema {
+    /// The projection's name.
     pub name: String,
+    /// Its manifest version (a bump means rebuild).
     pub version: u32,
+    /// Event types it wants (empty: all but system events).
     pub event_types: Vec<String>,
+    /// Stream prefixes it wants (empty: all but system streams).
     pub stream_prefixes: Vec<String>,
+    /// Its tables.
     pub tables: Vec<TableSchema>,
     /// The manifest's tables as canonical JSON: a change without a version bump is refused.
     pub tables_json: String,
@@ -174,7 +215,7 @@ impl Schema {
 }
 
 impl TableSchema {
-    fn new(t: &crate::runtime::wit::Table) -> Result<TableSchema, ManifestError> {
+    fn new(t: &crate::wit::Table) -> Result<TableSchema, ManifestError> {
         let mut by_name = HashMap::new();
         let mut columns = Vec::new();
         for (i, c) in t.columns.iter().enumerate() {
@@ -353,7 +394,7 @@ impl TableSchema {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::wit::{Column, Interests, Table};
+    use crate::wit::{Column, Interests, Table};
 
     fn manifest(table: &str, column: &str) -> Manifest {
         Manifest {

@@ -19,15 +19,20 @@ use crate::store::version_path;
 /// Row count and content hash of one table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableDigest {
+    /// The table.
     pub table: String,
+    /// Its rows.
     pub rows: u64,
+    /// SHA-256 of its rows in key order.
     pub sha256: String,
 }
 
 /// The two runs' digests.
 #[derive(Debug, Clone)]
 pub struct VerifyReport {
+    /// The projection.
     pub projection: String,
+    /// Each run's tables.
     pub runs: [Vec<TableDigest>; 2],
 }
 

@@ -128,7 +128,7 @@ fn an_op_on_an_undeclared_table_fails_its_batch_and_changes_nothing() {
     assert_eq!(cp[0]["commit_position"], after as u64);
     let catalog = projector::store::Catalog::open_read_only(&data).unwrap();
     let entry = catalog.entry("undeclared-table").unwrap().unwrap();
-    assert_eq!(entry.state, "faulted");
+    assert_eq!(entry.state, projector::store::ProjectionState::Faulted);
     assert!(entry.reason.unwrap().contains("not declared"));
 
     // The healthy one ran to the end, exactly.

@@ -51,7 +51,12 @@ fn run_module_with(
         .find(|p| p.name == module)
         .unwrap();
     let err = bad.error.clone().expect("the hostile projection faults");
-    // Nothing of the failing batch (the one holding line 301) was written.
+    // The fault names the event (line 301) and the batch holding it, of which nothing
+    // was written.
+    assert!(
+        err.contains("at position 301 (stream evil-1 revision 0, type "),
+        "{err}"
+    );
     let after: u64 = err
         .split("after position ")
         .nth(1)
@@ -72,7 +77,10 @@ fn run_module_with(
         "only the batches before the bad one: {err}"
     );
     let catalog = projector::store::Catalog::open_read_only(&data).unwrap();
-    assert_eq!(catalog.entry(module).unwrap().unwrap().state, "faulted");
+    assert_eq!(
+        catalog.entry(module).unwrap().unwrap().state,
+        projector::store::ProjectionState::Faulted
+    );
     (err, dir)
 }
 

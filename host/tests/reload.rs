@@ -246,7 +246,7 @@ fn modules_are_shipped_swapped_rebuilt_and_removed_while_the_host_runs() {
             .unwrap()
             .unwrap()
             .state
-            == "stopped"
+            == projector::store::ProjectionState::Stopped
     });
     let before = counts(&data).unwrap();
     events.append(500, &["A"]);
@@ -331,7 +331,9 @@ fn entry(data: &Path) -> projector::store::CatalogEntry {
 /// tables as of there) until `resume`. Offline, the same commands run in-process.
 #[test]
 fn replay_rebuilds_beside_the_serving_build_and_pauses_until_resumed() {
-    use projector::registry::{Delivery, replay, resume};
+    use projector::registry::control::{
+        Delivery, request_replay as replay, request_resume as resume,
+    };
     let dir = tempfile::tempdir().unwrap();
     let mut events = Events::new(dir.path().join("events.ndjson"));
     events.append(5000, &["A", "B", "C"]);
@@ -364,7 +366,7 @@ fn replay_rebuilds_beside_the_serving_build_and_pauses_until_resumed() {
     );
     wait_for("the pause", || {
         let e = entry(&data);
-        e.state == "paused" && e.serving_generation == 2
+        e.state == projector::store::ProjectionState::Paused && e.serving_generation == 2
     });
     assert_eq!(ns(&data), counts_upto(&events, 1000));
     events.append(300, &["A"]);
@@ -384,7 +386,10 @@ fn replay_rebuilds_beside_the_serving_build_and_pauses_until_resumed() {
     // Offline: the command runs here. A pause survives a restart until resumed.
     assert_eq!(replay(&cfg, "tally", Some(500)).unwrap(), Delivery::Done);
     assert_eq!(ns(&data), counts_upto(&events, 500));
-    assert_eq!(entry(&data).state, "paused");
+    assert_eq!(
+        entry(&data).state,
+        projector::store::ProjectionState::Paused
+    );
     assert!(run_once(&cfg).ok());
     assert_eq!(ns(&data), counts_upto(&events, 500), "still paused");
     assert_eq!(resume(&data, "tally").unwrap(), Delivery::Done);

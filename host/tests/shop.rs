@@ -30,7 +30,13 @@ fn shop_projections_match_the_independent_fold() {
         let entry = catalog.entry(&p.name).unwrap().unwrap();
         assert_eq!(
             entry.accounting,
-            [p.events_read, p.ops_written, p.fuel_used, p.peak_memory, 0],
+            projector::store::Accounting {
+                events_read: p.events_read,
+                ops_written: p.ops_written,
+                fuel_used: p.fuel_used,
+                peak_memory: p.peak_memory,
+                events_failed: 0,
+            },
             "{}",
             p.name
         );

@@ -21,8 +21,8 @@ use kurrentdb::{
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::{EventBuffer, EventSource, Filter, Progress, ReadBatch};
-use crate::runtime::wit::Position;
+use super::{Budget, EventBuffer, EventSource, Filter, Progress, ReadBatch, SourceError};
+use crate::wit::Position;
 
 /// How a lost subscription is retried.
 #[derive(Debug, Clone, Deserialize)]
@@ -98,7 +98,7 @@ pub struct EsdbSource {
     filter: Filter,
     follow: bool,
     caught_up: bool,
-    pending_error: Option<anyhow::Error>,
+    pending_error: Option<SourceError>,
     done: u64,
     head: Arc<AtomicU64>,
 }
@@ -180,14 +180,14 @@ impl EventSource for EsdbSource {
         out: &mut EventBuffer,
         max: usize,
         max_wait: Duration,
-    ) -> Result<ReadBatch> {
+    ) -> Result<ReadBatch, SourceError> {
         if let Some(e) = self.pending_error.take() {
             return Err(e);
         }
-        let deadline = Instant::now() + max_wait;
+        let budget = Budget::new(max, max_wait);
+        let deadline = budget.deadline();
         let mut batch = ReadBatch::default();
-        let max_read = (max as u64).saturating_mul(8).max(1);
-        while out.len() < max && batch.read < max_read {
+        while budget.more(out, &batch) {
             // Live, hand over what is there at once; catching up, fill the batch.
             let until = if self.caught_up && batch.last.is_some() {
                 Instant::now()
@@ -215,10 +215,7 @@ impl EventSource for EsdbSource {
                     self.caught_up = true;
                 }
                 Msg::Failed(e) => {
-                    if batch.last.is_none() {
-                        return Err(e);
-                    }
-                    self.pending_error = Some(e);
+                    Budget::fail(&batch, e.into(), &mut self.pending_error)?;
                     break;
                 }
             }

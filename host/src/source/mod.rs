@@ -3,14 +3,88 @@
 //! Each runner opens its own source at its own checkpoint, so projections progress
 //! independently. Sources apply the projection's interests before an event is built,
 //! so filtered events cost no allocation and never cross into Wasm.
+//!
+//! What every source shares lives here: the event buffer, the filter, the batch budget
+//! ([`Budget`]) and the errors ([`SourceError`]): a [`BadEvent`] follows the
+//! projection's error policy, any other failure stops it.
 
 pub mod esdb;
 pub mod ndjson;
 
+use std::time::{Duration, Instant};
+
 use anyhow::Result;
 
-use crate::runtime::wit::{Event, Position};
 use crate::schema::Schema;
+use crate::wit::{Event, Position};
+
+/// An event the source cannot turn into a WIT event (a malformed line, a record that
+/// breaks the format): it is one event's problem, so the error policy may skip it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{origin}: malformed event: {reason}")]
+pub struct BadEvent {
+    /// Where it is, for people (`file:line`, or a server position).
+    pub origin: String,
+    /// Its position in the source.
+    pub position: Position,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// Why a read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// One event is bad; the events after it can still be read.
+    #[error(transparent)]
+    BadEvent(#[from] BadEvent),
+    /// The source itself failed (unreadable file, server gone for good).
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+/// How much one `read_batch` may take: `max` matching events, 8× that many read in all
+/// (so a projection that ignores most events still commits its checkpoint regularly),
+/// and a deadline; an error met after good events waits for the next read.
+pub struct Budget {
+    max: usize,
+    max_read: u64,
+    deadline: Instant,
+}
+
+impl Budget {
+    /// The budget of one read.
+    pub fn new(max: usize, max_wait: Duration) -> Budget {
+        Budget {
+            max,
+            max_read: (max as u64).saturating_mul(8).max(1),
+            deadline: Instant::now() + max_wait,
+        }
+    }
+
+    /// True while the batch may take another event.
+    pub fn more(&self, out: &EventBuffer, batch: &ReadBatch) -> bool {
+        out.len() < self.max && batch.read < self.max_read
+    }
+
+    /// When the read must hand over what it has.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// An error met while reading: returned at once when the batch is empty, otherwise
+    /// kept in `pending` for the next read, so the good events before it go out first.
+    pub fn fail(
+        batch: &ReadBatch,
+        e: SourceError,
+        pending: &mut Option<SourceError>,
+    ) -> Result<(), SourceError> {
+        if batch.last.is_none() {
+            return Err(e);
+        }
+        *pending = Some(e);
+        Ok(())
+    }
+}
 
 /// What one read produced.
 #[derive(Debug, Default, Clone, Copy)]
@@ -26,7 +100,9 @@ pub struct ReadBatch {
 /// How far a source has got, for progress display.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Progress {
+    /// Done so far.
     pub done: u64,
+    /// Out of this.
     pub total: u64,
 }
 
@@ -37,8 +113,8 @@ pub trait EventSource: Send {
         &mut self,
         out: &mut EventBuffer,
         max: usize,
-        max_wait: std::time::Duration,
-    ) -> Result<ReadBatch>;
+        max_wait: Duration,
+    ) -> Result<ReadBatch, SourceError>;
     /// Bytes (or positions) done out of the known total.
     fn progress(&self) -> Progress;
 }
@@ -85,10 +161,7 @@ impl EventBuffer {
                 event_type: String::new(),
                 event_id: String::new(),
                 revision: 0,
-                position: Position {
-                    commit: 0,
-                    prepare: 0,
-                },
+                position: Position::default(),
                 created_ms: 0,
                 content_type: String::new(),
                 data: Vec::new(),

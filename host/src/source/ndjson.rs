@@ -14,17 +14,8 @@ use anyhow::{Context as _, Result};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{EventBuffer, EventSource, Filter, Progress, ReadBatch};
-use crate::runtime::wit::Position;
-
-/// A line that is not a valid event.
-#[derive(Debug, thiserror::Error)]
-#[error("{file}:{line}: malformed event: {reason}")]
-pub struct MalformedLine {
-    pub file: PathBuf,
-    pub line: u64,
-    pub reason: String,
-}
+use super::{BadEvent, Budget, EventBuffer, EventSource, Filter, Progress, ReadBatch, SourceError};
+use crate::wit::Position;
 
 #[derive(Deserialize)]
 struct Line<'a> {
@@ -67,7 +58,7 @@ pub struct NdjsonSource {
     /// Next revision per stream, for lines that carry none.
     revisions: rustc_hash::FxHashMap<String, u64>,
     /// A bad line met after good ones: the good ones go out first, this on the next read.
-    pending_error: Option<anyhow::Error>,
+    pending_error: Option<SourceError>,
 }
 
 impl NdjsonSource {
@@ -99,13 +90,12 @@ impl NdjsonSource {
         Ok(src)
     }
 
-    fn malformed(&self, reason: impl ToString) -> anyhow::Error {
-        MalformedLine {
-            file: self.path.clone(),
-            line: self.line_no,
+    fn malformed(&self, reason: impl ToString) -> BadEvent {
+        BadEvent {
+            origin: format!("{}:{}", self.path.display(), self.line_no),
+            position: Position::at(self.line_no),
             reason: reason.to_string(),
         }
-        .into()
     }
 
     /// Read the next complete line into `self.line`; false at the current end of file.
@@ -177,43 +167,33 @@ impl EventSource for NdjsonSource {
         out: &mut EventBuffer,
         max: usize,
         max_wait: std::time::Duration,
-    ) -> Result<ReadBatch> {
-        let deadline = std::time::Instant::now() + max_wait;
+    ) -> Result<ReadBatch, SourceError> {
         if let Some(e) = self.pending_error.take() {
             return Err(e);
         }
+        let budget = Budget::new(max, max_wait);
         let mut batch = ReadBatch::default();
-        // Bound the lines read per batch too, so a projection that ignores most events
-        // still commits its checkpoint regularly.
-        let max_read = (max as u64).saturating_mul(8).max(1);
-        while out.len() < max && batch.read < max_read {
+        while budget.more(out, &batch) {
             if !self.next_line()? {
                 batch.at_end = true;
                 break;
             }
             let line = std::mem::take(&mut self.line);
-            let parsed = serde_json::from_slice::<Line>(&line);
-            let result = match parsed {
+            let result = match serde_json::from_slice::<Line>(&line) {
                 Ok(l) => self.event(l, out),
                 Err(e) => Err(self.malformed(e)),
             };
             self.line = line;
             if let Err(e) = result {
-                if batch.read == 0 {
-                    return Err(e);
-                }
-                self.pending_error = Some(e);
+                Budget::fail(&batch, e.into(), &mut self.pending_error)?;
                 break;
             }
             batch.read += 1;
             // Checking the clock every 256 lines keeps it off the per-event path.
-            if batch.read % 256 == 0 && std::time::Instant::now() >= deadline {
+            if batch.read % 256 == 0 && std::time::Instant::now() >= budget.deadline() {
                 break;
             }
-            batch.last = Some(Position {
-                commit: self.line_no,
-                prepare: self.line_no,
-            });
+            batch.last = Some(Position::at(self.line_no));
         }
         if batch.at_end {
             self.len = self
@@ -236,7 +216,7 @@ impl EventSource for NdjsonSource {
 
 impl NdjsonSource {
     /// `created`: milliseconds since the epoch, or an RFC 3339 string.
-    fn created_ms(&self, raw: &str) -> Result<u64> {
+    fn created_ms(&self, raw: &str) -> Result<u64, BadEvent> {
         if let Ok(ms) = raw.parse::<u64>() {
             return Ok(ms);
         }
@@ -252,7 +232,7 @@ impl NdjsonSource {
             .unwrap_or(0))
     }
 
-    fn event(&mut self, l: Line<'_>, out: &mut EventBuffer) -> Result<()> {
+    fn event(&mut self, l: Line<'_>, out: &mut EventBuffer) -> Result<(), BadEvent> {
         if l.stream.is_empty() {
             return Err(self.malformed("`stream` is empty"));
         }
@@ -280,10 +260,7 @@ impl NdjsonSource {
             }
         }
         e.revision = revision;
-        e.position = Position {
-            commit: line,
-            prepare: line,
-        };
+        e.position = Position::at(line);
         e.created_ms = created_ms;
         replace(&mut e.content_type, "application/json");
         e.data.clear();
@@ -305,21 +282,19 @@ fn replace(s: &mut String, with: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::wit::Event;
+    use crate::wit::Event;
     use std::time::Duration;
 
-    fn read_all(text: &str, from: Option<u64>, filter: Filter) -> Result<Vec<Event>> {
+    fn read_all(text: &str, from: Option<u64>, filter: Filter) -> anyhow::Result<Vec<Event>> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("e.ndjson");
         std::fs::write(&path, text)?;
-        let from = from.map(|l| Position {
-            commit: l,
-            prepare: l,
-        });
+        let from = from.map(Position::at);
         let mut src = NdjsonSource::open(&path, from, filter, false)?;
         let (mut all, mut batch) = (Vec::new(), EventBuffer::default());
         while src
-            .read_batch(&mut batch, 2, Duration::from_secs(1))?
+            .read_batch(&mut batch, 2, Duration::from_secs(1))
+            .map_err(anyhow::Error::from)?
             .last
             .is_some()
         {

@@ -171,9 +171,14 @@ struct Entry {
     state: State,
 }
 
+/// Reads a stored row: the host's `read-model.get`, or a stand-in in tests.
+pub(crate) type BaseReader = fn(&str, &[Value]) -> Option<Vec<Value>>;
+
 /// The projection's view of its tables while it handles a batch.
 pub struct Ctx {
     schema: &'static Schema,
+    /// Where rows this batch has not touched come from.
+    base: BaseReader,
     /// Touched rows, in first-touch order so the emitted ops are deterministic.
     entries: Vec<Entry>,
     index: FxHashMap<Vec<u8>, usize>,
@@ -182,8 +187,14 @@ pub struct Ctx {
 
 impl Ctx {
     pub(crate) fn new(schema: &'static Schema) -> Self {
+        Self::with_base(schema, read_model::get)
+    }
+
+    /// A context reading untouched rows through `base`.
+    pub(crate) fn with_base(schema: &'static Schema, base: BaseReader) -> Self {
         Ctx {
             schema,
+            base,
             entries: Vec::new(),
             index: FxHashMap::default(),
             scratch: Vec::new(),
@@ -251,7 +262,7 @@ impl Ctx {
             State::Row(row) => Some(row.clone()),
             State::Deleted => None,
             State::Deltas(deltas) => {
-                let base = read_model::get(&info.name, &key);
+                let base = (self.base)(&info.name, &key);
                 if fresh {
                     entry.state = State::Clean(base.clone());
                     base
@@ -409,4 +420,74 @@ fn add(a: &Value, b: &Value) -> Result<Value> {
         }
         _ => return Err(Error("increment needs numeric values".to_string())),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The overlay on the host target, with the stored rows injected.
+    use super::*;
+    use crate::{Kind, Table};
+
+    fn schema() -> &'static Schema {
+        let m = Manifest::new("t", 1).table(
+            Table::new("orders")
+                .column("id", Kind::Text)
+                .column("status", Kind::Text)
+                .column("n", Kind::Integer)
+                .primary_key(["id"]),
+        );
+        Box::leak(Box::new(Schema::new(&m)))
+    }
+
+    /// The store holds one order, `stored`, with n = 10.
+    fn stored(table: &str, key: &[Value]) -> Option<Vec<Value>> {
+        (table == "orders" && matches!(key, [Value::Text(k)] if k == "stored")).then(|| {
+            vec![
+                Value::Text("stored".into()),
+                Value::Text("old".into()),
+                Value::Integer(10),
+            ]
+        })
+    }
+
+    fn ops(ctx: Ctx) -> Vec<String> {
+        ctx.into_ops().iter().map(|o| format!("{o:?}")).collect()
+    }
+
+    #[test]
+    fn a_later_event_reads_what_an_earlier_one_wrote() {
+        let mut ctx = Ctx::with_base(schema(), stored);
+        assert!(ctx.get("orders", "o1").unwrap().is_none());
+        ctx.upsert("orders", vec!["o1".into(), "created".into(), 1i64.into()])
+            .unwrap();
+        let mut row = ctx.get("orders", "o1").unwrap().expect("written in this batch");
+        assert_eq!(row.get("status").as_str(), "created");
+        row.set("status", "confirmed");
+        ctx.save(row).unwrap();
+        let ops = ops(ctx);
+        assert_eq!(ops.len(), 1, "one op per touched row: {ops:?}");
+        assert!(ops[0].contains("confirmed"), "{ops:?}");
+    }
+
+    #[test]
+    fn increments_resolve_against_the_stored_row_and_deletes_hide_it() {
+        let mut ctx = Ctx::with_base(schema(), stored);
+        ctx.increment("orders", "stored", &[("n", 5i64.into())]).unwrap();
+        let row = ctx.get("orders", "stored").unwrap().expect("stored row");
+        assert_eq!(row.int("n"), 15, "blind increment applied to the stored row");
+        ctx.delete("orders", "stored").unwrap();
+        assert!(ctx.get("orders", "stored").unwrap().is_none());
+        let ops = ops(ctx);
+        assert_eq!(ops.len(), 1, "{ops:?}");
+        assert!(ops[0].starts_with("Op::Delete") || ops[0].contains("Delete"), "{ops:?}");
+    }
+
+    #[test]
+    fn a_missing_row_incremented_starts_from_defaults() {
+        let mut ctx = Ctx::with_base(schema(), stored);
+        ctx.increment("orders", "new", &[("n", 2i64.into())]).unwrap();
+        ctx.increment("orders", "new", &[("n", 3i64.into())]).unwrap();
+        assert_eq!(ctx.get("orders", "new").unwrap().expect("created").int("n"), 5);
+        assert!(ctx.get("nope", "x").is_err(), "undeclared table");
+    }
 }

@@ -1,0 +1,74 @@
+//! The `projector` command line: one module per command, each an `Args` (its flags)
+//! and a `run` that calls into the library and prints for people.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+mod build;
+mod diff;
+mod drop;
+mod import;
+mod query;
+mod replay;
+mod resume;
+mod retry_dead_letters;
+mod run;
+mod verify;
+
+/// The command line.
+#[derive(Parser)]
+#[command(
+    name = "projector",
+    version,
+    about = "WebAssembly projections over an event store, into SQLite"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build a guest crate into a projection component.
+    Build(build::Args),
+    /// Run the projections of a config over its source.
+    Run(run::Args),
+    /// Run a module twice over the same events (different batch sizes) and compare its tables.
+    Verify(verify::Args),
+    /// Run two modules over the same events and show, per table, rows added, removed, changed.
+    Diff(diff::Args),
+    /// Delete a stopped projection's tables (every version) and its catalog entry.
+    Drop(drop::Args),
+    /// Rebuild a projection from the first event through its current module, beside the
+    /// serving build; with --until, pause there for analysis. Asks a running host, or
+    /// runs here when none runs on the data folder.
+    Replay(replay::Args),
+    /// Load an NDJSON event file into an EventStoreDB / KurrentDB server (idempotent).
+    Import(import::Args),
+    /// Clear a projection's fault or pause; a running host continues it at once.
+    Resume(resume::Args),
+    /// Run dead-lettered events of a projection again (after a fix), then drop their letters.
+    RetryDeadLetters(retry_dead_letters::Args),
+    /// Run one read-only SQL statement against a projection's serving tables (NDJSON out).
+    Query(query::Args),
+}
+
+impl Cli {
+    /// Run the command.
+    pub fn run(self) -> Result<ExitCode> {
+        match self.command {
+            Command::Build(a) => build::run(a),
+            Command::Run(a) => run::run(a),
+            Command::Verify(a) => verify::run(a),
+            Command::Diff(a) => diff::run(a),
+            Command::Drop(a) => drop::run(a),
+            Command::Replay(a) => replay::run(a),
+            Command::Import(a) => import::run(a),
+            Command::Resume(a) => resume::run(a),
+            Command::RetryDeadLetters(a) => retry_dead_letters::run(a),
+            Command::Query(a) => query::run(a),
+        }
+    }
+}

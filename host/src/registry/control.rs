@@ -1,0 +1,189 @@
+//! Requests to projections from commands: replay (rebuild beside the serving build,
+//! optionally pausing at a position) and resume (clear a fault or a pause). A running
+//! host takes them as JSON files in `data/control/`, read at each turn of its loop;
+//! with no host running, the command does the work itself.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use anyhow::{Context as _, Result};
+
+use super::recorder::{Outcome, Recorder, RunnerInfo};
+use super::{Registry, module_for, next_generation};
+use crate::config::Config;
+use crate::runner::{Role, Runner, Transition};
+use crate::runtime::Runtime;
+use crate::store::{Catalog, HostLock};
+
+/// Folder under the data dir where commands leave requests for a running host.
+const CONTROL_DIR: &str = "control";
+
+/// A request to a running host, left as a JSON file in `data/control/`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Request {
+    /// Rebuild the current module into a new build of its version (pausing at `until`).
+    Replay {
+        /// The projection.
+        projection: String,
+        /// Pause at this position.
+        until: Option<u64>,
+    },
+    /// Continue a paused or faulted projection.
+    Resume {
+        /// The projection.
+        projection: String,
+    },
+}
+
+/// How a command reached its projection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// A host is running on the data folder: it was asked through `data/control/`.
+    Requested,
+    /// No host runs there: the command ran here, to the end.
+    Done,
+}
+
+impl Registry {
+    /// Carry out the requests left in `data/control/` by `projector replay` / `resume`.
+    pub(super) fn requests(&mut self) -> Result<()> {
+        let dir = self.config.data.join(CONTROL_DIR);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(());
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            let request = std::fs::read(&path)
+                .map_err(anyhow::Error::from)
+                .and_then(|b| Ok(serde_json::from_slice::<Request>(&b)?));
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            let outcome = match request {
+                Ok(Request::Replay { projection, until }) => self.start_replay(&projection, until),
+                Ok(Request::Resume { projection }) => self.resume_projection(&projection),
+                Err(e) => Err(e.context(format!("unreadable request {}", path.display()))),
+            };
+            if let Err(e) = outcome {
+                tracing::error!("request refused: {e:#}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Rebuild the current module of `name` into a new build of its version, beside the
+    /// serving one.
+    pub fn start_replay(&mut self, name: &str, until: Option<u64>) -> Result<()> {
+        let module = self
+            .slots
+            .get(name)
+            .map(|s| s.module.clone())
+            .with_context(|| format!("no module provides projection `{name}`"))?;
+        let generation = next_generation(&self.config.data, &module);
+        tracing::info!(projection = %name, version = module.schema().version, generation, until, "replay requested: rebuilding while the current build serves");
+        self.rebuild(name, module, Some(generation), until)
+    }
+
+    /// Clear a fault or a pause of `name` and run it again.
+    pub fn resume_projection(&mut self, name: &str) -> Result<()> {
+        self.recorder.catalog().resume(name)?;
+        let slot = self
+            .slots
+            .get(name)
+            .with_context(|| format!("no module provides projection `{name}`"))?;
+        if slot.owner.is_none() {
+            let module = slot.module.clone();
+            tracing::info!(projection = %name, "resuming");
+            let owner = self.start(&module, Role::Serving, None)?;
+            if let Some(slot) = self.slots.get_mut(name) {
+                slot.owner = owner;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `projector replay`: rebuild `name` from the first event through its current module
+/// (the one in the modules folder), pausing at `until` if given. A running host is asked
+/// to do it; otherwise it runs here and the new build takes over when done.
+pub fn request_replay(config: &Config, name: &str, until: Option<u64>) -> Result<Delivery> {
+    let Ok(_lock) = HostLock::acquire(&config.data) else {
+        send(
+            &config.data,
+            &Request::Replay {
+                projection: name.to_string(),
+                until,
+            },
+        )?;
+        return Ok(Delivery::Requested);
+    };
+    let runtime = Runtime::new(config.limits.clone(), Some(config.data.join("cache")))?;
+    let module = Arc::new(module_for(&runtime, &config.modules, name)?);
+    let recorder = Recorder::open(&config.data)?;
+    let generation = next_generation(&config.data, &module);
+    let reported = Arc::new(Mutex::new(Vec::new()));
+    let sink = reported.clone();
+    let runner = Runner::new(
+        config,
+        module.clone(),
+        Role::Rebuild { until },
+        generation,
+        true,
+        Arc::new(AtomicBool::new(false)),
+        Box::new(move |t| sink.lock().unwrap_or_else(|e| e.into_inner()).push(t)),
+    );
+    let result = runner.run();
+    // Record what it reported, as the registry would: it takes over when done.
+    let mut who = RunnerInfo {
+        name: name.to_string(),
+        version: module.schema().version,
+        generation,
+        hash: module.hash.clone(),
+        role: Role::Rebuild { until },
+    };
+    let mut owner = false;
+    let transitions: Vec<Transition> =
+        std::mem::take(&mut *reported.lock().unwrap_or_else(|e| e.into_inner()));
+    for t in transitions {
+        owner |= recorder.record(&mut who, owner, &t)? == Outcome::TookOver;
+    }
+    result?;
+    crate::store::prune_builds(&config.data, name, config.reload.keep_versions)?;
+    Ok(Delivery::Done)
+}
+
+/// `projector resume`: clear a fault or a pause; a running host continues the projection.
+pub fn request_resume(data: &Path, name: &str) -> Result<Delivery> {
+    let Ok(_lock) = HostLock::acquire(data) else {
+        send(
+            data,
+            &Request::Resume {
+                projection: name.to_string(),
+            },
+        )?;
+        return Ok(Delivery::Requested);
+    };
+    if !Catalog::open(data)?.resume(name)? {
+        anyhow::bail!(
+            "projection `{name}` is neither faulted nor paused in {}",
+            data.display()
+        );
+    }
+    Ok(Delivery::Done)
+}
+
+/// Leave a request for the running host (written whole, then renamed into place).
+fn send(data: &Path, request: &Request) -> Result<()> {
+    let dir = data.join(CONTROL_DIR);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let stamp = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let path = dir.join(format!("{stamp}-{}.json", std::process::id()));
+    crate::runtime::write_atomic(&path, &serde_json::to_vec(request)?)
+}

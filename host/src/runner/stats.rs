@@ -1,0 +1,117 @@
+//! A runner's live counters, read by the progress display, the summary and the API.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use crate::runtime::Module;
+use crate::store::Accounting;
+
+/// Live counters of one runner, read by the progress display and the summary.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Events read from the source (matched or not), including before this run.
+    pub events_read: AtomicU64,
+    /// Events that matched the interests and went into the module.
+    pub events_handled: AtomicU64,
+    /// Ops applied to the read model.
+    pub ops_written: AtomicU64,
+    /// Fuel the module consumed (0 when metering is off).
+    pub fuel_used: AtomicU64,
+    /// Batches applied.
+    pub batches: AtomicU64,
+    /// Source progress: done so far...
+    pub progress_done: AtomicU64,
+    /// ...out of this (bytes for a file).
+    pub progress_total: AtomicU64,
+    /// True once the runner reached the end of the source.
+    pub caught_up: AtomicBool,
+    /// Nanoseconds spent reading the source, in Wasm, writing SQLite, committing.
+    pub read_ns: AtomicU64,
+    /// Inside Wasm, including `get`.
+    pub wasm_ns: AtomicU64,
+    /// Validating and writing ops.
+    pub write_ns: AtomicU64,
+    /// Committing transactions.
+    pub commit_ns: AtomicU64,
+    /// Part of `wasm_ns` spent serving `get` imports.
+    pub get_ns: AtomicU64,
+    /// Events skipped or dead-lettered under the error policy.
+    pub events_failed: AtomicU64,
+    /// Largest linear memory an instance of the module grew to, in bytes.
+    pub peak_memory: AtomicU64,
+}
+
+impl Stats {
+    /// The counters the catalog keeps.
+    pub fn accounting(&self) -> Accounting {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Accounting {
+            events_read: load(&self.events_read),
+            ops_written: load(&self.ops_written),
+            fuel_used: load(&self.fuel_used),
+            peak_memory: load(&self.peak_memory),
+            events_failed: load(&self.events_failed),
+        }
+    }
+}
+
+/// Add the time since `since` to a nanosecond counter.
+pub fn add_time(counter: &AtomicU64, since: Instant) {
+    counter.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+}
+
+/// How one projection's run ended.
+#[derive(Debug, Clone)]
+pub struct ProjectionReport {
+    /// The projection.
+    pub name: String,
+    /// Its manifest version.
+    pub version: u32,
+    /// Events read from the source (matched or not).
+    pub events_read: u64,
+    /// Events that went into the module.
+    pub events_handled: u64,
+    /// Ops applied.
+    pub ops_written: u64,
+    /// Fuel consumed (0 when metering is off).
+    pub fuel_used: u64,
+    /// Batches applied.
+    pub batches: u64,
+    /// Events skipped or dead-lettered under the error policy.
+    pub events_failed: u64,
+    /// Largest linear memory an instance grew to, in bytes.
+    pub peak_memory: u64,
+    /// Seconds spent reading the source, in Wasm, writing SQLite, committing.
+    pub seconds: [f64; 4],
+    /// Seconds of the Wasm time spent serving `get` from SQLite.
+    pub get_seconds: f64,
+    /// None when it ran cleanly; the reason otherwise.
+    pub error: Option<String>,
+}
+
+impl ProjectionReport {
+    /// The report of one runner, from its counters and how it ended.
+    pub fn of(module: &Module, stats: &Stats, error: Option<anyhow::Error>) -> ProjectionReport {
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        ProjectionReport {
+            name: module.schema().name.clone(),
+            version: module.schema().version,
+            events_read: load(&stats.events_read),
+            events_handled: load(&stats.events_handled),
+            ops_written: load(&stats.ops_written),
+            fuel_used: load(&stats.fuel_used),
+            batches: load(&stats.batches),
+            events_failed: load(&stats.events_failed),
+            peak_memory: load(&stats.peak_memory),
+            get_seconds: load(&stats.get_ns) as f64 / 1e9,
+            seconds: [
+                &stats.read_ns,
+                &stats.wasm_ns,
+                &stats.write_ns,
+                &stats.commit_ns,
+            ]
+            .map(|a| load(a) as f64 / 1e9),
+            error: error.map(|e| format!("{e:#}")),
+        }
+    }
+}

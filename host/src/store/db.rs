@@ -1,0 +1,383 @@
+//! One build's database: the projection's tables, its checkpoint and dead letters in one
+//! SQLite file, so a batch's ops and the checkpoint after them commit together.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use anyhow::{Context as _, Result};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OptionalExtension, ToSql, params};
+
+use super::layout::build_path;
+use super::ops::{OpError, OpLimits, validate};
+use crate::runtime::RowReader;
+use crate::schema::{Schema, TableSchema};
+use crate::wit::{Event, Op, Position, Value};
+
+struct Sql<'a>(&'a Value);
+
+impl ToSql for Sql<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self.0 {
+            Value::Null => ValueRef::Null,
+            Value::Integer(i) => ValueRef::Integer(*i),
+            Value::Real(r) => ValueRef::Real(*r),
+            Value::Text(s) => ValueRef::Text(s.as_bytes()),
+            Value::Blob(b) => ValueRef::Blob(b),
+        }))
+    }
+}
+
+fn from_sql(v: ValueRef<'_>) -> Value {
+    match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => Value::Integer(i),
+        ValueRef::Real(r) => Value::Real(r),
+        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+    }
+}
+
+/// The read model of one projection version: its tables and checkpoint.
+pub struct ProjectionDb {
+    /// Shared with the [`TableReader`]s lent to the module for `get`, which read through
+    /// the open transaction (read-your-writes across the batches of a commit).
+    conn: Arc<Mutex<Connection>>,
+    schema: Arc<Schema>,
+    /// Increment SQL per (table, delta columns), built once per shape.
+    increment_sql: HashMap<(usize, Vec<usize>), String>,
+    in_transaction: bool,
+}
+
+/// Where a projection stands in the source, committed with its tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Checkpoint {
+    /// Position of the last event read.
+    pub position: Position,
+    /// Events read from the source so far (matched or not).
+    pub events: u64,
+}
+
+/// Lock the connection; a poisoned lock still holds a usable connection (SQLite rolls
+/// back what a panicking writer left half done when the transaction ends).
+fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    conn.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Reads rows of one build for a module's `get`: see [`ProjectionDb::reader`].
+pub struct TableReader {
+    conn: Arc<Mutex<Connection>>,
+    schema: Arc<Schema>,
+}
+
+impl RowReader for TableReader {
+    fn get(&mut self, table: &str, key: &[Value]) -> Result<Option<Vec<Value>>> {
+        read_row(&lock(&self.conn), &self.schema, table, key)
+    }
+}
+
+/// One row of a declared table by primary key.
+fn read_row(
+    conn: &Connection,
+    schema: &Schema,
+    table: &str,
+    key: &[Value],
+) -> Result<Option<Vec<Value>>> {
+    let Some((_, t)) = schema.table(table) else {
+        anyhow::bail!("get: table `{table}` is not declared in the manifest");
+    };
+    if key.len() != t.primary_key.len() {
+        anyhow::bail!(
+            "get on `{table}`: the key has {} columns, got {} values",
+            t.primary_key.len(),
+            key.len()
+        );
+    }
+    let mut stmt = conn.prepare_cached(&t.select_sql)?;
+    for (i, v) in key.iter().enumerate() {
+        stmt.raw_bind_parameter(i + 1, Sql(v))?;
+    }
+    let mut rows = stmt.raw_query();
+    Ok(match rows.next()? {
+        Some(row) => Some(
+            (0..t.columns.len())
+                .map(|i| row.get_ref(i).map(from_sql))
+                .collect::<rusqlite::Result<_>>()?,
+        ),
+        None => None,
+    })
+}
+
+pub(crate) fn tune(conn: &Connection) -> rusqlite::Result<()> {
+    // WAL: readers never block the writer. NORMAL: a crash of the process loses nothing
+    // committed; a power loss may lose the last commits, never consistency.
+    // The busy timeout first: switching to WAL needs a lock another connection may hold.
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-65536;
+         PRAGMA temp_store=MEMORY; PRAGMA wal_autocheckpoint=10000;
+         PRAGMA mmap_size=268435456;",
+    )
+}
+
+impl ProjectionDb {
+    /// Open (or create) build `generation` of `schema`'s projection version under `data`.
+    pub fn open(data: &Path, schema: Arc<Schema>, generation: u32) -> Result<ProjectionDb> {
+        let path = build_path(data, &schema.name, schema.version, generation);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let conn =
+            Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        tune(&conn).with_context(|| format!("configuring {}", path.display()))?;
+        conn.set_prepared_statement_cache_capacity(256);
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS _projector_checkpoint (
+                 id INTEGER PRIMARY KEY CHECK (id = 0),
+                 commit_position INTEGER NOT NULL, prepare_position INTEGER NOT NULL, events INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS _projector_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS _projector_dead_letters (
+                 commit_position INTEGER NOT NULL, prepare_position INTEGER NOT NULL,
+                 event_id TEXT, event_type TEXT, stream_id TEXT, error TEXT NOT NULL);",
+        )?;
+        let stored: Option<String> = conn
+            .query_row(
+                "SELECT value FROM _projector_meta WHERE key = 'tables'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match stored {
+            Some(t) if t != schema.tables_json => anyhow::bail!(
+                "projection `{}` version {} changed its tables without a version bump; bump the manifest version to rebuild",
+                schema.name,
+                schema.version
+            ),
+            Some(_) => {}
+            None => {
+                let tx = conn.unchecked_transaction()?;
+                for t in &schema.tables {
+                    for sql in &t.create_sql {
+                        tx.execute(sql, [])
+                            .with_context(|| format!("creating table `{}`", t.name))?;
+                    }
+                }
+                tx.execute(
+                    "INSERT INTO _projector_meta (key, value) VALUES ('tables', ?1)",
+                    [&schema.tables_json],
+                )?;
+                tx.commit()?;
+            }
+        }
+        Ok(ProjectionDb {
+            conn: Arc::new(Mutex::new(conn)),
+            schema,
+            increment_sql: HashMap::new(),
+            in_transaction: false,
+        })
+    }
+
+    /// The committed checkpoint, or None before the first batch.
+    pub fn checkpoint(&self) -> Result<Option<Checkpoint>> {
+        Ok(lock(&self.conn)
+            .query_row("SELECT commit_position, prepare_position, events FROM _projector_checkpoint WHERE id = 0", [], |r| {
+                Ok(Checkpoint {
+                    position: Position { commit: r.get::<_, i64>(0)? as u64, prepare: r.get::<_, i64>(1)? as u64 },
+                    events: r.get::<_, i64>(2)? as u64,
+                })
+            })
+            .optional()?)
+    }
+
+    /// Read one row by primary key, through the open transaction.
+    pub fn get(&self, table: &str, key: &[Value]) -> Result<Option<Vec<Value>>> {
+        read_row(&lock(&self.conn), &self.schema, table, key)
+    }
+
+    /// A reader of this database's rows for a module's `get`, sharing the connection
+    /// (and so seeing the open transaction's writes).
+    pub fn reader(&self) -> TableReader {
+        TableReader {
+            conn: self.conn.clone(),
+            schema: self.schema.clone(),
+        }
+    }
+
+    /// Start a transaction that may span several batches (committed by [`Self::commit`]).
+    pub fn begin(&mut self) -> Result<()> {
+        if !self.in_transaction {
+            lock(&self.conn).execute_batch("BEGIN")?;
+            self.in_transaction = true;
+        }
+        Ok(())
+    }
+
+    /// Commit every batch applied since [`Self::begin`]; false when none was open.
+    pub fn commit(&mut self) -> Result<bool> {
+        if !self.in_transaction {
+            return Ok(false);
+        }
+        lock(&self.conn).execute_batch("COMMIT")?;
+        self.in_transaction = false;
+        Ok(true)
+    }
+
+    /// Validate every op, then apply them and the checkpoint inside one savepoint:
+    /// the batch lands whole or not at all. Returns the number of ops written.
+    pub fn apply_batch(
+        &mut self,
+        ops: &[Op],
+        checkpoint: Checkpoint,
+        limits: OpLimits,
+    ) -> Result<usize, OpError> {
+        if ops.len() > limits.max_ops {
+            return Err(OpError::TooManyOps {
+                count: ops.len(),
+                limit: limits.max_ops,
+            });
+        }
+        let schema = self.schema.clone();
+        let mut plan = Vec::with_capacity(ops.len());
+        for (index, op) in ops.iter().enumerate() {
+            plan.push(validate(&schema, index, op, limits)?);
+        }
+        lock(&self.conn).execute_batch("SAVEPOINT batch")?;
+        match self.write(ops, &plan, checkpoint) {
+            Ok(()) => {
+                lock(&self.conn).execute_batch("RELEASE batch")?;
+                Ok(ops.len())
+            }
+            Err(e) => {
+                lock(&self.conn).execute_batch("ROLLBACK TO batch; RELEASE batch")?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Run `f`, then undo whatever it wrote (to find which event of a failed batch fails).
+    pub fn rolled_back<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> Result<R> {
+        lock(&self.conn).execute_batch("SAVEPOINT probe")?;
+        let r = f(self);
+        lock(&self.conn).execute_batch("ROLLBACK TO probe; RELEASE probe")?;
+        Ok(r)
+    }
+
+    /// Record an event the projection could not handle (in the open transaction).
+    pub fn dead_letter(
+        &mut self,
+        position: Position,
+        event: Option<&Event>,
+        error: &str,
+    ) -> Result<()> {
+        lock(&self.conn)
+            .prepare_cached(
+                "INSERT INTO _projector_dead_letters (commit_position, prepare_position, event_id, event_type, stream_id, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                position.commit as i64,
+                position.prepare as i64,
+                event.map(|e| &e.event_id),
+                event.map(|e| &e.event_type),
+                event.map(|e| &e.stream_id),
+                error
+            ])?;
+        Ok(())
+    }
+
+    /// Dead letters, oldest position first: (row id, position).
+    pub fn dead_letters(&self) -> Result<Vec<(i64, Position)>> {
+        let conn = lock(&self.conn);
+        let mut stmt = conn
+            .prepare("SELECT rowid, commit_position, prepare_position FROM _projector_dead_letters ORDER BY commit_position")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                Position {
+                    commit: r.get::<_, i64>(1)? as u64,
+                    prepare: r.get::<_, i64>(2)? as u64,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Settle a dead letter: remove it (`error` None) or record why it still fails.
+    pub fn settle_dead_letter(&mut self, rowid: i64, error: Option<&str>) -> Result<()> {
+        match error {
+            None => lock(&self.conn).execute(
+                "DELETE FROM _projector_dead_letters WHERE rowid = ?1",
+                [rowid],
+            )?,
+            Some(e) => lock(&self.conn).execute(
+                "UPDATE _projector_dead_letters SET error = ?2 WHERE rowid = ?1",
+                params![rowid, e],
+            )?,
+        };
+        Ok(())
+    }
+
+    fn write(
+        &mut self,
+        ops: &[Op],
+        plan: &[(usize, Vec<usize>)],
+        cp: Checkpoint,
+    ) -> Result<(), OpError> {
+        let conn = lock(&self.conn);
+        for (op, (table, delta_cols)) in ops.iter().zip(plan) {
+            let t: &TableSchema = &self.schema.tables[*table];
+            match op {
+                Op::Upsert(r) => {
+                    let mut stmt = conn.prepare_cached(&t.upsert_sql)?;
+                    for (i, v) in r.row.iter().enumerate() {
+                        stmt.raw_bind_parameter(i + 1, Sql(v))?;
+                    }
+                    stmt.raw_execute()?;
+                }
+                Op::Delete(k) => {
+                    let mut stmt = conn.prepare_cached(&t.delete_sql)?;
+                    for (i, v) in k.key.iter().enumerate() {
+                        stmt.raw_bind_parameter(i + 1, Sql(v))?;
+                    }
+                    stmt.raw_execute()?;
+                }
+                Op::Increment(a) => {
+                    let sql = self
+                        .increment_sql
+                        .entry((*table, delta_cols.clone()))
+                        .or_insert_with(|| t.increment_sql(delta_cols));
+                    let mut stmt = conn.prepare_cached(sql)?;
+                    let n = a.key.len();
+                    for (i, v) in a.key.iter().enumerate() {
+                        stmt.raw_bind_parameter(i + 1, Sql(v))?;
+                    }
+                    for (i, d) in a.deltas.iter().enumerate() {
+                        stmt.raw_bind_parameter(n + i + 1, Sql(&d.by))?;
+                    }
+                    stmt.raw_execute()?;
+                }
+            }
+        }
+        let mut stmt = conn.prepare_cached(
+            "INSERT INTO _projector_checkpoint (id, commit_position, prepare_position, events) VALUES (0, ?1, ?2, ?3)
+             ON CONFLICT (id) DO UPDATE SET commit_position = excluded.commit_position,
+               prepare_position = excluded.prepare_position, events = excluded.events",
+        )?;
+        stmt.execute(params![
+            cp.position.commit as i64,
+            cp.position.prepare as i64,
+            cp.events as i64
+        ])?;
+        Ok(())
+    }
+}
+
+impl Drop for ProjectionDb {
+    fn drop(&mut self) {
+        // Uncommitted batches are simply not there on the next start; say so if it happens.
+        if self.in_transaction {
+            tracing::debug!(projection = %self.schema.name, "closing with an open transaction: rolled back");
+        }
+    }
+}

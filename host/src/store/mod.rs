@@ -1,0 +1,15 @@
+//! SQLite read models: one database file per build of a projection version, with its
+//! checkpoint in the same file; the catalog of what serves; op validation; the layout
+//! of the data folder.
+
+mod catalog;
+mod db;
+mod layout;
+mod ops;
+
+pub use catalog::{Accounting, Catalog, CatalogEntry, ProjectionState};
+pub use db::{Checkpoint, ProjectionDb, TableReader};
+pub use layout::{
+    HostLock, build_path, builds_on_disk, drop_projection, prune_builds, remove_build, version_path,
+};
+pub use ops::{OpError, OpLimits};
