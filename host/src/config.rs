@@ -34,6 +34,35 @@ pub struct Config {
     #[serde(default)]
     /// Resubscribing to EventStoreDB after a lost connection.
     pub reconnect: crate::source::esdb::RetrySettings,
+    #[serde(default)]
+    /// The HTTP API and status page.
+    pub http: HttpSettings,
+}
+
+/// The HTTP API and status page of `projector run`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Address to listen on; empty turns the server off.
+    pub listen: String,
+    /// Bearer token for control calls (and for every call from off the machine); else
+    /// `PROJECTOR_TOKEN`, else one is generated at start into `data/api.token`.
+    pub token: Option<String>,
+    /// Rows one query returns at most.
+    pub max_rows: usize,
+    /// Milliseconds one query may run.
+    pub query_timeout_ms: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            listen: "127.0.0.1:7070".into(),
+            token: None,
+            max_rows: 10_000,
+            query_timeout_ms: 5_000,
+        }
+    }
 }
 
 /// How the modules folder is watched and old versions are kept.

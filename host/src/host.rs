@@ -64,6 +64,17 @@ pub fn run(config: &Config, options: RunOptions, shutdown: Arc<AtomicBool>) -> R
     crate::store::Catalog::open(&config.data)?;
     let mut registry = Registry::new(config, options.once, shutdown.clone())?;
     registry.load_all()?;
+    // The API while the host follows the source (a `--once` run ends on its own).
+    let _server = if options.once {
+        None
+    } else {
+        crate::api::start(
+            &config.http,
+            &config.data,
+            registry.roster.clone(),
+            registry.commander(),
+        )?
+    };
     if options.once && registry.projections() == 0 {
         anyhow::bail!(
             "no projection module could be loaded from {}",
@@ -94,6 +105,7 @@ pub fn run(config: &Config, options: RunOptions, shutdown: Arc<AtomicBool>) -> R
         }
     };
     let finished = registry.finish();
+    let _ = std::fs::remove_file(config.data.join(crate::api::ADDRESS_FILE));
     done.store(true, Ordering::Relaxed);
     let _ = progress.join();
     outcome?;

@@ -9,6 +9,7 @@
 //! - tools: `query`, `verify`, `diff`, `dead_letters`, `import`, `toolchain`.
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod config;
 pub mod dead_letters;
 pub mod diff;

@@ -149,6 +149,7 @@ pub fn run_into(
         projections: Default::default(),
         reload: Default::default(),
         reconnect: Default::default(),
+        http: Default::default(),
     };
     let options = crate::RunOptions {
         once: true,

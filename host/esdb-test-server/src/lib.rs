@@ -10,6 +10,8 @@
 //! with an error, [`TestServer::stop`] / [`TestServer::start_again`] take the port down
 //! and bring it back with the same data (refused connections in between), and
 //! [`TestServer::stall`] makes subscriptions go quiet for a while.
+// Handlers answer with tonic's `Status`, as the generated service traits require.
+#![allow(clippy::result_large_err)]
 
 pub mod proto {
     //! Stubs generated from the `kurrentdb` crate's `protos/`.
@@ -418,10 +420,9 @@ impl Service {
             Some(ropts::StreamOption::All(all)) => {
                 let from = match all.all_option {
                     Some(ropts::all_options::AllOption::Position(p)) => {
-                        // Subscriptions start after the position; reads include it.
-                        if count.is_none() {
-                            log.after(p.commit_position)
-                        } else if backwards {
+                        // Subscriptions (and backward reads) start after the position;
+                        // forward reads include it.
+                        if count.is_none() || backwards {
                             log.after(p.commit_position)
                         } else {
                             log.after(p.commit_position.saturating_sub(1))
@@ -440,9 +441,7 @@ impl Service {
                 let len = log.streams.get(&name).map_or(0, |r| r.len());
                 let from = match s.revision_option {
                     Some(ropts::stream_options::RevisionOption::Revision(r)) => {
-                        if count.is_none() {
-                            (r as usize + 1).min(len)
-                        } else if backwards {
+                        if count.is_none() || backwards {
                             (r as usize + 1).min(len)
                         } else {
                             (r as usize).min(len)

@@ -15,6 +15,7 @@ mod replay;
 mod resume;
 mod retry_dead_letters;
 mod run;
+mod status;
 mod verify;
 
 /// The command line.
@@ -53,6 +54,8 @@ enum Command {
     RetryDeadLetters(retry_dead_letters::Args),
     /// Run one read-only SQL statement against a projection's serving tables (NDJSON out).
     Query(query::Args),
+    /// Show every projection: state, version, position, lag, rate, counters, faults.
+    Status(status::Args),
 }
 
 impl Cli {
@@ -69,6 +72,7 @@ impl Cli {
             Command::Resume(a) => resume::run(a),
             Command::RetryDeadLetters(a) => retry_dead_letters::run(a),
             Command::Query(a) => query::run(a),
+            Command::Status(a) => status::run(a),
         }
     }
 }

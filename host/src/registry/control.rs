@@ -66,7 +66,9 @@ impl Registry {
             std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
             let outcome = match request {
                 Ok(Request::Replay { projection, until }) => self.start_replay(&projection, until),
-                Ok(Request::Resume { projection }) => self.resume_projection(&projection),
+                Ok(Request::Resume { projection }) => {
+                    self.resume_projection(&projection).map(|_| ())
+                }
                 Err(e) => Err(e.context(format!("unreadable request {}", path.display()))),
             };
             if let Err(e) = outcome {
@@ -90,21 +92,46 @@ impl Registry {
     }
 
     /// Clear a fault or a pause of `name` and run it again.
-    pub fn resume_projection(&mut self, name: &str) -> Result<()> {
-        self.recorder.catalog().resume(name)?;
+    pub fn resume_projection(&mut self, name: &str) -> Result<String> {
+        let cleared = self.recorder.catalog().resume(name)?;
         let slot = self
             .slots
             .get(name)
             .with_context(|| format!("no module provides projection `{name}`"))?;
-        if slot.owner.is_none() {
-            let module = slot.module.clone();
-            tracing::info!(projection = %name, "resuming");
-            let owner = self.start(&module, Role::Serving, None)?;
-            if let Some(slot) = self.slots.get_mut(name) {
-                slot.owner = owner;
-            }
+        if slot.owner.is_some() {
+            anyhow::ensure!(cleared, "projection `{name}` is running: neither faulted nor paused");
+            return Ok(format!("`{name}` cleared"));
         }
-        Ok(())
+        let module = slot.module.clone();
+        tracing::info!(projection = %name, "resuming");
+        let owner = self.start(&module, Role::Serving, None)?;
+        anyhow::ensure!(owner.is_some(), "projection `{name}` could not be started again");
+        if let Some(slot) = self.slots.get_mut(name) {
+            slot.owner = owner;
+        }
+        Ok(format!("`{name}` resumed"))
+    }
+
+    /// Stop the owner of `name`, run its dead letters again, start it again.
+    pub fn retry_dead_letters(&mut self, name: &str) -> Result<String> {
+        let Some(slot) = self.slots.get_mut(name) else {
+            anyhow::bail!("no module provides projection `{name}`");
+        };
+        let module = slot.module.clone();
+        if let Some(h) = slot.owner.take() {
+            self.runners.remove(&h.id);
+            self.reports.push(h.stop());
+        }
+        let outcome = crate::dead_letters::retry(&self.config, name);
+        let owner = self.start(&module, Role::Serving, None)?;
+        if let Some(slot) = self.slots.get_mut(name) {
+            slot.owner = owner;
+        }
+        let r = outcome?;
+        Ok(format!(
+            "`{name}`: {} dead-lettered events applied, {} still failing",
+            r.applied, r.still_failing
+        ))
     }
 }
 

@@ -48,7 +48,65 @@ enum Msg {
     Loaded(PathBuf, Result<Module>),
     /// A runner reported a transition.
     Report(RunnerId, Transition),
+    /// A command from the API, and where its answer goes.
+    Command(Command, Sender<Answer>),
 }
+
+/// What the API may ask of the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Rebuild a projection beside its serving build, pausing at `until`.
+    Replay {
+        /// The projection.
+        name: String,
+        /// Pause at this position.
+        until: Option<u64>,
+    },
+    /// Clear a fault or a pause and run it again.
+    Resume {
+        /// The projection.
+        name: String,
+    },
+    /// Run its dead letters again through the current module.
+    RetryDeadLetters {
+        /// The projection.
+        name: String,
+    },
+}
+
+/// What the registry did with a command: accepted (what happens now), or refused (why).
+pub type Answer = std::result::Result<String, String>;
+
+/// Sends commands into the registry loop; cloneable, for the API.
+#[derive(Clone)]
+pub struct Commander(Sender<Msg>);
+
+impl Commander {
+    /// Send `command`; the answer arrives on the returned channel.
+    pub fn send(&self, command: Command) -> Receiver<Answer> {
+        let (tx, rx) = channel();
+        if self.0.send(Msg::Command(command, tx.clone())).is_err() {
+            let _ = tx.send(Err("the host is shutting down".into()));
+        }
+        rx
+    }
+}
+
+/// What the API sees of one runner.
+#[derive(Clone)]
+pub struct RosterEntry {
+    /// The projection.
+    pub name: String,
+    /// The version it builds.
+    pub version: u32,
+    /// True for a rebuild beside the serving build.
+    pub rebuild: bool,
+    /// Its live counters.
+    pub stats: Arc<Stats>,
+}
+
+/// The runners now, by projection; republished at every turn of the loop.
+pub type Roster = Arc<Mutex<Vec<RosterEntry>>>;
 
 /// One running runner thread.
 struct RunnerHandle {
@@ -182,6 +240,8 @@ pub struct Registry {
     rx: Receiver<Msg>,
     /// Every runner's counters, for the progress display.
     pub stats: StatsList,
+    /// The runners now, for the API.
+    pub roster: Roster,
     /// Modules refused, with the reason.
     pub rejected: Vec<(PathBuf, String)>,
     /// Runners that ended, with how.
@@ -210,6 +270,7 @@ impl Registry {
             tx,
             rx,
             stats: Arc::default(),
+            roster: Arc::default(),
             rejected: Vec::new(),
             reports: Vec::new(),
         })
@@ -265,7 +326,32 @@ impl Registry {
             }
             self.requests()?;
         }
-        self.collect()
+        self.collect()?;
+        self.publish();
+        Ok(())
+    }
+
+    /// A handle for sending commands into this loop.
+    pub fn commander(&self) -> Commander {
+        Commander(self.tx.clone())
+    }
+
+    /// Publish the runners for the API.
+    fn publish(&self) {
+        let mut roster = Vec::new();
+        for (name, slot) in &self.slots {
+            for (h, rebuild) in [(&slot.owner, false), (&slot.rebuild, true)] {
+                if let Some(h) = h {
+                    roster.push(RosterEntry {
+                        name: name.clone(),
+                        version: h.module.schema().version,
+                        rebuild,
+                        stats: h.stats.clone(),
+                    });
+                }
+            }
+        }
+        *self.roster.lock().unwrap_or_else(|e| e.into_inner()) = roster;
     }
 
     /// Stop every runner and wait for them.
@@ -323,7 +409,34 @@ impl Registry {
             Msg::Wake => Ok(()),
             Msg::Loaded(path, loaded) => self.apply(path, loaded),
             Msg::Report(id, t) => self.record(id, t),
+            Msg::Command(c, answer) => {
+                let _ = answer.send(self.command(c));
+                Ok(())
+            }
         }
+    }
+
+    /// Carry out a command from the API.
+    fn command(&mut self, c: Command) -> Answer {
+        let name = match &c {
+            Command::Replay { name, .. }
+            | Command::Resume { name }
+            | Command::RetryDeadLetters { name } => name.clone(),
+        };
+        if !self.slots.contains_key(&name) {
+            return Err(format!("no module provides projection `{name}`"));
+        }
+        let done = match c {
+            Command::Replay { until, .. } => self.start_replay(&name, until).map(|()| {
+                format!(
+                    "replaying `{name}`{}: a new build rebuilds beside the serving one and takes over when done",
+                    until.map(|u| format!(" until position {u}")).unwrap_or_default()
+                )
+            }),
+            Command::Resume { .. } => self.resume_projection(&name),
+            Command::RetryDeadLetters { .. } => self.retry_dead_letters(&name),
+        };
+        done.map_err(|e| format!("{e:#}"))
     }
 
     /// Record a runner's transition; a rebuild that took over replaces the owner.

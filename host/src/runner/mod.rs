@@ -274,6 +274,9 @@ impl Runner {
         self.stats
             .events_read
             .store(checkpoint.events, Ordering::Relaxed);
+        self.stats
+            .position
+            .store(checkpoint.position.commit, Ordering::Relaxed);
         Ok(Open {
             db,
             source,
@@ -361,6 +364,9 @@ impl Runner {
             }
         };
         o.checkpoint = next;
+        self.stats
+            .position
+            .store(next.position.commit, Ordering::Relaxed);
         o.uncommitted += read.read;
         self.stats
             .events_read

@@ -11,6 +11,8 @@ use crate::store::Accounting;
 pub struct Stats {
     /// Events read from the source (matched or not), including before this run.
     pub events_read: AtomicU64,
+    /// Commit position of the last event applied.
+    pub position: AtomicU64,
     /// Events that matched the interests and went into the module.
     pub events_handled: AtomicU64,
     /// Ops applied to the read model.

@@ -267,6 +267,19 @@ impl Catalog {
         Ok(())
     }
 
+    /// Every projection's entry, by name.
+    pub fn entries(&self) -> Result<Vec<CatalogEntry>> {
+        let mut stmt = self.conn.prepare("SELECT name FROM projections ORDER BY name")?;
+        let names: Vec<String> = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut out = Vec::new();
+        for n in names {
+            out.extend(self.entry(&n)?);
+        }
+        Ok(out)
+    }
+
     /// One projection's entry.
     pub fn entry(&self, name: &str) -> Result<Option<CatalogEntry>> {
         Ok(self

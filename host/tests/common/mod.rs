@@ -96,6 +96,11 @@ pub fn config(dir: &Path, source: &Path, modules: &Path, max_events: usize) -> C
         projections: Default::default(),
         reload: Default::default(),
         reconnect: Default::default(),
+        // Tests run hosts side by side: no fixed port unless a test asks for one.
+        http: projector::config::HttpSettings {
+            listen: String::new(),
+            ..Default::default()
+        },
     }
 }
 

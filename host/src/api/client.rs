@@ -1,0 +1,88 @@
+//! A minimal HTTP/1.1 client for the CLI to reach a running host's API on this machine.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+
+/// A response: status code and body.
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// The body.
+    pub body: String,
+}
+
+/// The running host's API base URL (`http://host:port`), if it wrote one.
+pub fn address(data: &Path) -> Option<String> {
+    std::fs::read_to_string(data.join(super::ADDRESS_FILE))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// The token a host generated into the data folder, or `PROJECTOR_TOKEN`.
+pub fn token(data: &Path) -> Option<String> {
+    std::env::var("PROJECTOR_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+        .or_else(|| std::fs::read_to_string(data.join(super::TOKEN_FILE)).ok())
+        .map(|t| t.trim().to_string())
+}
+
+/// Send one request to `base` (`http://host:port`) and read the whole answer.
+pub fn request(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Result<Response> {
+    let host = base.strip_prefix("http://").unwrap_or(base);
+    let mut stream =
+        TcpStream::connect(host).with_context(|| format!("connecting to {base}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(130)))?;
+    let body = body.unwrap_or("");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, rest) = text
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("a malformed answer from {base}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("no status in the answer from {base}"))?;
+    let chunked = head
+        .lines()
+        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
+    let body = if chunked { unchunk(rest) } else { rest.to_string() };
+    Ok(Response { status, body })
+}
+
+/// Join a chunked body.
+fn unchunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}

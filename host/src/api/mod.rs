@@ -1,0 +1,372 @@
+//! The HTTP API of `projector run` (axum, on its own small tokio runtime): projection
+//! status, read-only queries, tables, control calls that answer, Prometheus metrics,
+//! readiness, and the status page at `/`.
+//!
+//! Control calls (`replay`, `resume`, `retry-dead-letters`) need `Authorization: Bearer
+//! <token>`; read-only calls need it only from off the machine. The registry carries out
+//! control calls on its own thread (it is the one writer) and answers through a channel.
+
+pub mod client;
+mod metrics;
+pub mod status;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use crate::config::HttpSettings;
+use crate::query::{QueryError, QueryLimits};
+use crate::registry::{Command, Commander, Roster};
+use crate::schema::valid_projection_name;
+use status::Rates;
+
+/// The file in the data folder naming the running host's API address.
+pub const ADDRESS_FILE: &str = "api.address";
+/// The file in the data folder holding a generated token (owner-only).
+pub const TOKEN_FILE: &str = "api.token";
+
+/// What the handlers share.
+struct Api {
+    data: PathBuf,
+    roster: Roster,
+    commander: Commander,
+    token: String,
+    limits: QueryLimits,
+    rates: Mutex<Rates>,
+}
+
+type Shared = Arc<Api>;
+
+/// A running server; dropping it stops it.
+pub struct Server {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    _runtime: tokio::runtime::Runtime,
+}
+
+/// Start the API on `settings.listen` (None when it is empty).
+pub fn start(
+    settings: &HttpSettings,
+    data: &Path,
+    roster: Roster,
+    commander: Commander,
+) -> Result<Option<Server>> {
+    if settings.listen.trim().is_empty() {
+        return Ok(None);
+    }
+    let token = token(settings, data)?;
+    let api = Arc::new(Api {
+        data: data.to_path_buf(),
+        roster,
+        commander,
+        token,
+        limits: QueryLimits {
+            max_rows: settings.max_rows,
+            timeout_ms: settings.query_timeout_ms,
+        },
+        rates: Mutex::default(),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("http")
+        .enable_all()
+        .build()
+        .context("starting the HTTP runtime")?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(&settings.listen))
+        .with_context(|| format!("listening on {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    let app = router(api);
+    runtime.spawn(async move {
+        let served = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await;
+        if let Err(e) = served {
+            tracing::error!("the HTTP server stopped: {e}");
+        }
+    });
+    crate::runtime::write_atomic(&data.join(ADDRESS_FILE), format!("http://{addr}").as_bytes())?;
+    tracing::info!(url = %format!("http://{addr}/"), "HTTP API and status page");
+    Ok(Some(Server {
+        addr,
+        _runtime: runtime,
+    }))
+}
+
+/// The token: configured, from `PROJECTOR_TOKEN`, or generated into an owner-only file.
+fn token(settings: &HttpSettings, data: &Path) -> Result<String> {
+    if let Some(t) = settings.token.clone().filter(|t| !t.is_empty()) {
+        return Ok(t);
+    }
+    if let Ok(t) = std::env::var("PROJECTOR_TOKEN")
+        && !t.is_empty()
+    {
+        return Ok(t);
+    }
+    let mut bytes = [0u8; 24];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").context("opening /dev/urandom")?,
+        &mut bytes,
+    )
+    .context("reading /dev/urandom")?;
+    let token = hex::encode(bytes);
+    let path = data.join(TOKEN_FILE);
+    let _ = std::fs::remove_file(&path);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(&mut file, token.as_bytes())?;
+    Ok(token)
+}
+
+fn router(api: Shared) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/readyz", get(|| async { "ready" }))
+        .route("/metrics", get(metrics))
+        .route("/api/projections", get(projections))
+        .route("/api/projections/{name}/query", post(query))
+        .route("/api/projections/{name}/tables", get(tables))
+        .route("/api/projections/{name}/replay", post(replay))
+        .route("/api/projections/{name}/resume", post(resume))
+        .route(
+            "/api/projections/{name}/retry-dead-letters",
+            post(retry_dead_letters),
+        )
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .with_state(api)
+}
+
+/// An answer with a status and a JSON `{"error": …}` body.
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, Json(serde_json::json!({ "error": message.to_string() }))).into_response()
+}
+
+/// Refused unless the caller shows the token (or, for reads, calls from this machine).
+fn authorize(api: &Api, headers: &HeaderMap, peer: SocketAddr, write: bool) -> Option<Response> {
+    if !write && peer.ip().is_loopback() {
+        return None;
+    }
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        None => Some(error(
+            StatusCode::UNAUTHORIZED,
+            "this call needs `Authorization: Bearer <token>` (the host's token: config [http] token, PROJECTOR_TOKEN, or data/api.token)",
+        )),
+        Some(t) if t == api.token => None,
+        Some(_) => Some(error(StatusCode::FORBIDDEN, "wrong token")),
+    }
+}
+
+/// A projection name from the URL, checked before it reaches a path or the registry.
+fn checked(name: &str) -> Result<&str, Response> {
+    if valid_projection_name(name) {
+        Ok(name)
+    } else {
+        Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid projection name {name:?}"),
+        ))
+    }
+}
+
+async fn page() -> Html<&'static str> {
+    Html(include_str!("status.html"))
+}
+
+async fn projections(
+    State(api): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = authorize(&api, &headers, peer, false) {
+        return refused;
+    }
+    match current(&api) {
+        Ok(list) => Json(list).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+    }
+}
+
+/// Every projection's status now.
+fn current(api: &Api) -> Result<Vec<status::ProjectionStatus>> {
+    let roster = api.roster.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut rates = api.rates.lock().unwrap_or_else(|e| e.into_inner());
+    status::statuses(&api.data, &roster, &mut rates)
+}
+
+async fn metrics(State(api): State<Shared>) -> Response {
+    match current(&api) {
+        Ok(list) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            metrics::render(&list),
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+    }
+}
+
+/// The body of a query call.
+#[derive(Deserialize)]
+struct QueryBody {
+    sql: String,
+}
+
+async fn query(
+    State(api): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    UrlPath(name): UrlPath<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Some(refused) = authorize(&api, &headers, peer, false) {
+        return refused;
+    }
+    let name = match checked(&name) {
+        Ok(n) => n.to_string(),
+        Err(r) => return r,
+    };
+    let sql = match serde_json::from_slice::<QueryBody>(&body) {
+        Ok(b) => b.sql,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("the body must be {{\"sql\": \"SELECT …\"}}: {e}"),
+            );
+        }
+    };
+    let ndjson = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/x-ndjson"));
+    let (data, limits) = (api.data.clone(), api.limits);
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        let sink: Option<&mut dyn std::io::Write> = if ndjson { Some(&mut out) } else { None };
+        crate::query::query_with(&data, &name, &sql, limits, sink).map(|t| (t, out))
+    })
+    .await;
+    match answer {
+        Ok(Ok((_, out))) if ndjson => {
+            ([(header::CONTENT_TYPE, "application/x-ndjson")], out).into_response()
+        }
+        Ok(Ok((table, _))) => Json(table).into_response(),
+        Ok(Err(e @ QueryError::NotFound(_))) => error(StatusCode::NOT_FOUND, e),
+        Ok(Err(e @ QueryError::TooSlow(_))) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
+        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn tables(
+    State(api): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    UrlPath(name): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = authorize(&api, &headers, peer, false) {
+        return refused;
+    }
+    let name = match checked(&name) {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    match crate::query::tables(&api.data, name) {
+        Ok(t) => Json(t).into_response(),
+        Err(e) => error(StatusCode::NOT_FOUND, format!("{e:#}")),
+    }
+}
+
+/// `?until=P` of a replay.
+#[derive(Deserialize)]
+struct Until {
+    until: Option<u64>,
+}
+
+async fn replay(
+    State(api): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    UrlPath(name): UrlPath<String>,
+    Query(q): Query<Until>,
+    headers: HeaderMap,
+) -> Response {
+    control(&api, &headers, peer, &name, |name| Command::Replay {
+        name,
+        until: q.until,
+    })
+    .await
+}
+
+async fn resume(
+    State(api): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    UrlPath(name): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    control(&api, &headers, peer, &name, |name| Command::Resume { name }).await
+}
+
+async fn retry_dead_letters(
+    State(api): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    UrlPath(name): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    control(&api, &headers, peer, &name, |name| Command::RetryDeadLetters {
+        name,
+    })
+    .await
+}
+
+/// Pass a control call to the registry and answer what it did.
+async fn control(
+    api: &Api,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    name: &str,
+    command: impl FnOnce(String) -> Command,
+) -> Response {
+    if let Some(refused) = authorize(api, headers, peer, true) {
+        return refused;
+    }
+    let name = match checked(name) {
+        Ok(n) => n.to_string(),
+        Err(r) => return r,
+    };
+    let reply = api.commander.send(command(name));
+    let answer = tokio::task::spawn_blocking(move || reply.recv_timeout(Duration::from_secs(120)))
+        .await;
+    match answer {
+        Ok(Ok(Ok(done))) => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "accepted": true, "message": done })),
+        )
+            .into_response(),
+        Ok(Ok(Err(why))) => error(StatusCode::CONFLICT, why),
+        _ => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the host did not answer (shutting down?)",
+        ),
+    }
+}
