@@ -90,12 +90,16 @@ pub fn query_with(
     limits: QueryLimits,
     mut ndjson: Option<&mut dyn Write>,
 ) -> Result<QueryTable, QueryError> {
-    let conn = open_serving(data, projection).map_err(|e| QueryError::NotFound(format!("{e:#}")))?;
+    let conn =
+        open_serving(data, projection).map_err(|e| QueryError::NotFound(format!("{e:#}")))?;
     let sql_err = |e: rusqlite::Error| QueryError::Sql(e.to_string());
-    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(sql_err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(sql_err)?;
     // ATTACH counts as read-only to SQLite: forbid it, so a query sees this projection only.
-    conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0).map_err(sql_err)?;
-    conn.execute_batch("PRAGMA query_only = 1").map_err(sql_err)?;
+    conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)
+        .map_err(sql_err)?;
+    conn.execute_batch("PRAGMA query_only = 1")
+        .map_err(sql_err)?;
     // Only queries: PRAGMA and the like count as "read-only" to SQLite but are not.
     let first = sql
         .trim_start()
@@ -172,7 +176,9 @@ fn json(v: ValueRef<'_>) -> serde_json::Value {
     match v {
         ValueRef::Null => serde_json::Value::Null,
         ValueRef::Integer(v) => v.into(),
-        ValueRef::Real(v) => serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into),
+        ValueRef::Real(v) => {
+            serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into)
+        }
         ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned().into(),
         ValueRef::Blob(b) => hex::encode(b).into(),
     }
@@ -185,7 +191,10 @@ pub fn query(data: &Path, projection: &str, sql: &str, out: &mut impl Write) -> 
         max_rows: usize::MAX,
         timeout_ms: 24 * 3600 * 1000,
     };
-    let mut counter = Counting { inner: out, lines: 0 };
+    let mut counter = Counting {
+        inner: out,
+        lines: 0,
+    };
     query_with(data, projection, sql, limits, Some(&mut counter))?;
     Ok(counter.lines)
 }

@@ -79,7 +79,10 @@ fn a_running_host_answers_over_http() {
     assert_eq!(orders["version"], 1);
     assert_eq!(orders["lag_events"], 0);
     assert_eq!(orders["position"], 20_000);
-    assert!(orders["events_handled"].as_u64().unwrap() > 1000, "{orders}");
+    assert!(
+        orders["events_handled"].as_u64().unwrap() > 1000,
+        "{orders}"
+    );
     assert!(orders["ops_written"].as_u64().unwrap() > 0, "{orders}");
     assert!(orders["last_fault"].is_null());
 
@@ -103,10 +106,20 @@ fn a_running_host_answers_over_http() {
         &mut cli,
     )
     .unwrap();
-    assert_eq!(raw, String::from_utf8(cli).unwrap(), "NDJSON exactly as the CLI prints");
+    assert_eq!(
+        raw,
+        String::from_utf8(cli).unwrap(),
+        "NDJSON exactly as the CLI prints"
+    );
 
     // Tables.
-    let r = call(&base, "GET", "/api/projections/order-summary/tables", None, None);
+    let r = call(
+        &base,
+        "GET",
+        "/api/projections/order-summary/tables",
+        None,
+        None,
+    );
     assert_eq!(r.status, 200);
     let tables = json(&r);
     assert_eq!(tables[0]["name"], "orders");
@@ -124,32 +137,92 @@ fn a_running_host_answers_over_http() {
     ] {
         let r = sql(&base, "order-summary", bad);
         assert_eq!(r.status, 400, "{bad}: {}", r.body);
-        assert!(json(&r)["error"].as_str().unwrap().contains(want), "{bad}: {}", r.body);
+        assert!(
+            json(&r)["error"].as_str().unwrap().contains(want),
+            "{bad}: {}",
+            r.body
+        );
     }
     let r = sql(&base, "nope", "SELECT 1");
     assert_eq!(r.status, 404, "{}", r.body);
     let r = sql(&base, "..%2Fcatalog", "SELECT 1");
     assert_eq!(r.status, 400, "{}", r.body);
     let huge = format!("{{\"sql\": \"SELECT '{}'\"}}", "x".repeat(100_000));
-    let r = call(&base, "POST", "/api/projections/order-summary/query", None, Some(&huge));
+    let r = call(
+        &base,
+        "POST",
+        "/api/projections/order-summary/query",
+        None,
+        Some(&huge),
+    );
     assert_eq!(r.status, 413, "huge bodies are refused");
-    let r = call(&base, "POST", "/api/projections/order-summary/query", None, Some("{nope"));
+    let r = call(
+        &base,
+        "POST",
+        "/api/projections/order-summary/query",
+        None,
+        Some("{nope"),
+    );
     assert_eq!(r.status, 400);
     assert_eq!(n.len(), 1);
-    assert_eq!(count(&data), n[0]["n"].as_u64().unwrap(), "nothing was written");
+    assert_eq!(
+        count(&data),
+        n[0]["n"].as_u64().unwrap(),
+        "nothing was written"
+    );
 
     // Control calls need the token, and answer what the host did.
-    let r = call(&base, "POST", "/api/projections/order-summary/replay", None, None);
+    let r = call(
+        &base,
+        "POST",
+        "/api/projections/order-summary/replay",
+        None,
+        None,
+    );
     assert_eq!(r.status, 401, "{}", r.body);
-    let r = call(&base, "POST", "/api/projections/order-summary/replay", Some("wrong"), None);
+    let r = call(
+        &base,
+        "POST",
+        "/api/projections/order-summary/replay",
+        Some("wrong"),
+        None,
+    );
     assert_eq!(r.status, 403, "{}", r.body);
-    let r = call(&base, "POST", "/api/projections/order-summary/resume", Some("s3cret"), None);
+    let r = call(
+        &base,
+        "POST",
+        "/api/projections/order-summary/resume",
+        Some("s3cret"),
+        None,
+    );
     assert_eq!(r.status, 409, "running: nothing to resume: {}", r.body);
-    assert!(json(&r)["error"].as_str().unwrap().contains("neither faulted nor paused"));
-    let r = call(&base, "POST", "/api/projections/nope/replay", Some("s3cret"), None);
+    assert!(
+        json(&r)["error"]
+            .as_str()
+            .unwrap()
+            .contains("neither faulted nor paused")
+    );
+    let r = call(
+        &base,
+        "POST",
+        "/api/projections/nope/replay",
+        Some("s3cret"),
+        None,
+    );
     assert_eq!(r.status, 409);
-    assert!(json(&r)["error"].as_str().unwrap().contains("no module provides"));
-    let r = call(&base, "POST", "/api/projections/order-summary/replay", Some("s3cret"), None);
+    assert!(
+        json(&r)["error"]
+            .as_str()
+            .unwrap()
+            .contains("no module provides")
+    );
+    let r = call(
+        &base,
+        "POST",
+        "/api/projections/order-summary/replay",
+        Some("s3cret"),
+        None,
+    );
     assert_eq!(r.status, 202, "{}", r.body);
     assert_eq!(json(&r)["accepted"], true);
     wait_for("the replay to take over", || {
@@ -160,17 +233,25 @@ fn a_running_host_answers_over_http() {
             .is_some_and(|e| e.serving_generation == 1)
     });
     let r = sql(&base, "order-summary", "SELECT count(*) AS n FROM orders");
-    assert_eq!(json(&r)["rows"][0][0], n[0]["n"], "the replayed build serves the same rows");
+    assert_eq!(
+        json(&r)["rows"][0][0],
+        n[0]["n"],
+        "the replayed build serves the same rows"
+    );
 
     // Metrics and the page.
     let r = call(&base, "GET", "/metrics", None, None);
     assert_eq!(r.status, 200);
     assert!(
-        r.body.contains("projector_events_handled{projection=\"customer-stats\"}"),
+        r.body
+            .contains("projector_events_handled{projection=\"customer-stats\"}"),
         "{}",
         r.body
     );
-    assert!(r.body.contains("projector_state{projection=\"order-summary\",state=\"caught-up\"} 1"));
+    assert!(
+        r.body
+            .contains("projector_state{projection=\"order-summary\",state=\"caught-up\"} 1")
+    );
     let r = call(&base, "GET", "/", None, None);
     assert_eq!(r.status, 200);
     assert!(r.body.contains("id=\"query-run\""));
@@ -178,7 +259,10 @@ fn a_running_host_answers_over_http() {
 
     shutdown.store(true, Ordering::Relaxed);
     host.join().unwrap().unwrap();
-    assert!(!data.join("api.address").exists(), "the address goes with the host");
+    assert!(
+        !data.join("api.address").exists(),
+        "the address goes with the host"
+    );
 }
 
 fn count(data: &Path) -> u64 {
@@ -201,6 +285,9 @@ fn request_with_accept(base: &str, body: &str) -> String {
     s.read_to_string(&mut raw).unwrap();
     let (head, rest) = raw.split_once("\r\n\r\n").unwrap();
     assert!(head.contains("200"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("application/x-ndjson"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("application/x-ndjson"),
+        "{head}"
+    );
     rest.to_string()
 }

@@ -41,8 +41,7 @@ pub fn request(
     body: Option<&str>,
 ) -> Result<Response> {
     let host = base.strip_prefix("http://").unwrap_or(base);
-    let mut stream =
-        TcpStream::connect(host).with_context(|| format!("connecting to {base}"))?;
+    let mut stream = TcpStream::connect(host).with_context(|| format!("connecting to {base}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(130)))?;
     let body = body.unwrap_or("");
     let auth = token
@@ -64,10 +63,15 @@ pub fn request(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .with_context(|| format!("no status in the answer from {base}"))?;
-    let chunked = head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
-    let body = if chunked { unchunk(rest) } else { rest.to_string() };
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
+    let body = if chunked {
+        unchunk(rest)
+    } else {
+        rest.to_string()
+    };
     Ok(Response { status, body })
 }
 

@@ -19,15 +19,47 @@ pub fn render(list: &[ProjectionStatus]) -> String {
         registry.register(name, help, family.clone());
         family
     };
-    let events = gauge(&mut registry, "events_handled", "Events that went into the module in this run");
-    let read = gauge(&mut registry, "events_read", "Events read from the source, matched or not");
-    let ops = gauge(&mut registry, "ops_written", "Ops written to the read model");
-    let failed = gauge(&mut registry, "events_failed", "Events skipped or dead-lettered");
+    let events = gauge(
+        &mut registry,
+        "events_handled",
+        "Events that went into the module in this run",
+    );
+    let read = gauge(
+        &mut registry,
+        "events_read",
+        "Events read from the source, matched or not",
+    );
+    let ops = gauge(
+        &mut registry,
+        "ops_written",
+        "Ops written to the read model",
+    );
+    let failed = gauge(
+        &mut registry,
+        "events_failed",
+        "Events skipped or dead-lettered",
+    );
     let dead = gauge(&mut registry, "dead_letters", "Dead letters waiting");
-    let lag = gauge(&mut registry, "lag_events", "Events between the checkpoint and the source head");
-    let rate = gauge(&mut registry, "events_per_second", "Recent events per second");
-    let position = gauge(&mut registry, "position", "Commit position of the last event applied");
-    let state = gauge(&mut registry, "state", "1 for the projection's current state");
+    let lag = gauge(
+        &mut registry,
+        "lag_events",
+        "Events between the checkpoint and the source head",
+    );
+    let rate = gauge(
+        &mut registry,
+        "events_per_second",
+        "Recent events per second",
+    );
+    let position = gauge(
+        &mut registry,
+        "position",
+        "Commit position of the last event applied",
+    );
+    let state = gauge(
+        &mut registry,
+        "state",
+        "1 for the projection's current state",
+    );
     for p in list {
         let l = vec![("projection".to_string(), p.name.clone())];
         events.get_or_create(&l).set(p.events_handled as f64);

@@ -96,7 +96,10 @@ pub fn start(
             tracing::error!("the HTTP server stopped: {e}");
         }
     });
-    crate::runtime::write_atomic(&data.join(ADDRESS_FILE), format!("http://{addr}").as_bytes())?;
+    crate::runtime::write_atomic(
+        &data.join(ADDRESS_FILE),
+        format!("http://{addr}").as_bytes(),
+    )?;
     tracing::info!(url = %format!("http://{addr}/"), "HTTP API and status page");
     Ok(Some(Server {
         addr,
@@ -154,7 +157,11 @@ fn router(api: Shared) -> Router {
 
 /// An answer with a status and a JSON `{"error": …}` body.
 fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
-    (status, Json(serde_json::json!({ "error": message.to_string() }))).into_response()
+    (
+        status,
+        Json(serde_json::json!({ "error": message.to_string() })),
+    )
+        .into_response()
 }
 
 /// Refused unless the caller shows the token (or, for reads, calls from this machine).
@@ -176,16 +183,15 @@ fn authorize(api: &Api, headers: &HeaderMap, peer: SocketAddr, write: bool) -> O
     }
 }
 
-/// A projection name from the URL, checked before it reaches a path or the registry.
-fn checked(name: &str) -> Result<&str, Response> {
-    if valid_projection_name(name) {
-        Ok(name)
-    } else {
-        Err(error(
+/// A refusal when a projection name from the URL is not a valid name (checked before it
+/// reaches a path or the registry).
+fn bad_name(name: &str) -> Option<Response> {
+    (!valid_projection_name(name)).then(|| {
+        error(
             StatusCode::BAD_REQUEST,
             format!("invalid projection name {name:?}"),
-        ))
-    }
+        )
+    })
 }
 
 async fn page() -> Html<&'static str> {
@@ -243,10 +249,9 @@ async fn query(
     if let Some(refused) = authorize(&api, &headers, peer, false) {
         return refused;
     }
-    let name = match checked(&name) {
-        Ok(n) => n.to_string(),
-        Err(r) => return r,
-    };
+    if let Some(refused) = bad_name(&name) {
+        return refused;
+    }
     let sql = match serde_json::from_slice::<QueryBody>(&body) {
         Ok(b) => b.sql,
         Err(e) => {
@@ -288,11 +293,10 @@ async fn tables(
     if let Some(refused) = authorize(&api, &headers, peer, false) {
         return refused;
     }
-    let name = match checked(&name) {
-        Ok(n) => n,
-        Err(r) => return r,
-    };
-    match crate::query::tables(&api.data, name) {
+    if let Some(refused) = bad_name(&name) {
+        return refused;
+    }
+    match crate::query::tables(&api.data, &name) {
         Ok(t) => Json(t).into_response(),
         Err(e) => error(StatusCode::NOT_FOUND, format!("{e:#}")),
     }
@@ -333,8 +337,8 @@ async fn retry_dead_letters(
     UrlPath(name): UrlPath<String>,
     headers: HeaderMap,
 ) -> Response {
-    control(&api, &headers, peer, &name, |name| Command::RetryDeadLetters {
-        name,
+    control(&api, &headers, peer, &name, |name| {
+        Command::RetryDeadLetters { name }
     })
     .await
 }
@@ -350,13 +354,12 @@ async fn control(
     if let Some(refused) = authorize(api, headers, peer, true) {
         return refused;
     }
-    let name = match checked(name) {
-        Ok(n) => n.to_string(),
-        Err(r) => return r,
-    };
-    let reply = api.commander.send(command(name));
-    let answer = tokio::task::spawn_blocking(move || reply.recv_timeout(Duration::from_secs(120)))
-        .await;
+    if let Some(refused) = bad_name(name) {
+        return refused;
+    }
+    let reply = api.commander.send(command(name.to_string()));
+    let answer =
+        tokio::task::spawn_blocking(move || reply.recv_timeout(Duration::from_secs(120))).await;
     match answer {
         Ok(Ok(Ok(done))) => (
             StatusCode::ACCEPTED,

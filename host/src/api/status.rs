@@ -84,7 +84,11 @@ impl Rates {
         let dt = now.duration_since(entry.1).as_secs_f64();
         if dt >= 0.25 {
             let rate = events.saturating_sub(entry.0) as f64 / dt;
-            entry.2 = if entry.2 == 0.0 { rate } else { 0.5 * entry.2 + 0.5 * rate };
+            entry.2 = if entry.2 == 0.0 {
+                rate
+            } else {
+                0.5 * entry.2 + 0.5 * rate
+            };
             entry.0 = events;
             entry.1 = now;
         }
@@ -101,7 +105,11 @@ fn lag(stats: &Stats) -> u64 {
     if stats.caught_up.load(Ordering::Relaxed) {
         return 0;
     }
-    let (done, total, read) = (load(&stats.progress_done), load(&stats.progress_total), load(&stats.events_read));
+    let (done, total, read) = (
+        load(&stats.progress_done),
+        load(&stats.progress_total),
+        load(&stats.events_read),
+    );
     if done == 0 || total <= done {
         return 0;
     }
@@ -109,7 +117,11 @@ fn lag(stats: &Stats) -> u64 {
 }
 
 /// Every projection of the catalog, with the live counters of `roster` (empty offline).
-pub fn statuses(data: &Path, roster: &[RosterEntry], rates: &mut Rates) -> Result<Vec<ProjectionStatus>> {
+pub fn statuses(
+    data: &Path,
+    roster: &[RosterEntry],
+    rates: &mut Rates,
+) -> Result<Vec<ProjectionStatus>> {
     let catalog = Catalog::open_read_only(data)?;
     let mut out = Vec::new();
     for entry in catalog.entries()? {
@@ -118,7 +130,12 @@ pub fn statuses(data: &Path, roster: &[RosterEntry], rates: &mut Rates) -> Resul
     Ok(out)
 }
 
-fn status(data: &Path, e: &CatalogEntry, roster: &[RosterEntry], rates: &mut Rates) -> ProjectionStatus {
+fn status(
+    data: &Path,
+    e: &CatalogEntry,
+    roster: &[RosterEntry],
+    rates: &mut Rates,
+) -> ProjectionStatus {
     let serving = roster.iter().find(|r| r.name == e.name && !r.rebuild);
     let rebuilding = roster.iter().find(|r| r.name == e.name && r.rebuild);
     let mut s = ProjectionStatus {
@@ -141,7 +158,10 @@ fn status(data: &Path, e: &CatalogEntry, roster: &[RosterEntry], rates: &mut Rat
         s.events_failed = load(&r.stats.events_failed);
     }
     if let Some(r) = rebuilding {
-        let (done, total) = (load(&r.stats.progress_done), load(&r.stats.progress_total).max(1));
+        let (done, total) = (
+            load(&r.stats.progress_done),
+            load(&r.stats.progress_total).max(1),
+        );
         let rate = rates.rate((r.name.clone(), r.version, true), &r.stats);
         let left = lag(&r.stats);
         s.rebuild = Some(RebuildStatus {
@@ -178,16 +198,28 @@ fn count_dead_letters(path: &Path) -> rusqlite::Result<u64> {
 }
 
 fn checkpoint(path: &Path) -> rusqlite::Result<u64> {
-    read_only(path)?.query_row("SELECT commit_position FROM _projector_checkpoint", [], |r| {
-        r.get::<_, i64>(0).map(|n| n as u64)
-    })
+    read_only(path)?.query_row(
+        "SELECT commit_position FROM _projector_checkpoint",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n as u64),
+    )
 }
 
 /// The statuses as a terminal table.
 pub fn table(statuses: &[ProjectionStatus]) -> String {
     let mut out = format!(
         "{:<20} {:>4} {:<10} {:>10} {:>9} {:>9} {:>10} {:>10} {:>7} {:>6}  {}\n",
-        "PROJECTION", "VER", "STATE", "POSITION", "LAG", "EVENTS/S", "HANDLED", "OPS", "FAILED", "DEAD", "NOTE"
+        "PROJECTION",
+        "VER",
+        "STATE",
+        "POSITION",
+        "LAG",
+        "EVENTS/S",
+        "HANDLED",
+        "OPS",
+        "FAILED",
+        "DEAD",
+        "NOTE"
     );
     for s in statuses {
         let note = match (&s.last_fault, &s.rebuild) {
@@ -198,7 +230,9 @@ pub fn table(statuses: &[ProjectionStatus]) -> String {
         out.push_str(&format!(
             "{:<20} {:>4} {:<10} {:>10} {:>9} {:>9.0} {:>10} {:>10} {:>7} {:>6}  {}\n",
             s.name,
-            s.version.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+            s.version
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "-".into()),
             s.state,
             s.position,
             s.lag_events,

@@ -32,7 +32,13 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let live = projector::store::HostLock::acquire(&data).is_err();
     let list: Vec<status::ProjectionStatus> = match client::address(&data).filter(|_| live) {
         Some(base) => {
-            let r = client::request(&base, "GET", "/api/projections", client::token(&data).as_deref(), None)?;
+            let r = client::request(
+                &base,
+                "GET",
+                "/api/projections",
+                client::token(&data).as_deref(),
+                None,
+            )?;
             anyhow::ensure!(r.status == 200, "{base} answered {}: {}", r.status, r.body);
             serde_json::from_str(&r.body).context("reading the host's answer")?
         }

@@ -99,13 +99,19 @@ impl Registry {
             .get(name)
             .with_context(|| format!("no module provides projection `{name}`"))?;
         if slot.owner.is_some() {
-            anyhow::ensure!(cleared, "projection `{name}` is running: neither faulted nor paused");
+            anyhow::ensure!(
+                cleared,
+                "projection `{name}` is running: neither faulted nor paused"
+            );
             return Ok(format!("`{name}` cleared"));
         }
         let module = slot.module.clone();
         tracing::info!(projection = %name, "resuming");
         let owner = self.start(&module, Role::Serving, None)?;
-        anyhow::ensure!(owner.is_some(), "projection `{name}` could not be started again");
+        anyhow::ensure!(
+            owner.is_some(),
+            "projection `{name}` could not be started again"
+        );
         if let Some(slot) = self.slots.get_mut(name) {
             slot.owner = owner;
         }

@@ -269,7 +269,9 @@ impl Catalog {
 
     /// Every projection's entry, by name.
     pub fn entries(&self) -> Result<Vec<CatalogEntry>> {
-        let mut stmt = self.conn.prepare("SELECT name FROM projections ORDER BY name")?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name FROM projections ORDER BY name")?;
         let names: Vec<String> = stmt
             .query_map([], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;

@@ -17,6 +17,8 @@ impl PartialEq for Position {
 
 impl Eq for Position {}
 
+// A generated type: the derive would have to go through bindgen for every type.
+#[allow(clippy::derivable_impls)]
 impl Default for Position {
     fn default() -> Self {
         Position {

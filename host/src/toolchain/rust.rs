@@ -1,4 +1,4 @@
-//! `projector build`: a Rust guest crate → a projection component.
+//! A Rust guest crate → a projection component.
 //!
 //! Prefers rustup's `wasm32-unknown-unknown` target when installed; otherwise uses
 //! Debian's rustc with its std source (`-Zbuild-std`). The core module becomes a
