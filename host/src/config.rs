@@ -37,6 +37,11 @@ pub struct Config {
     #[serde(default)]
     /// The HTTP API and status page.
     pub http: HttpSettings,
+    /// Compiled modules, shared by every host and command of this machine (default:
+    /// `$PROJECTOR_CACHE`, else `$XDG_CACHE_HOME/projector/modules`, else
+    /// `~/.cache/projector/modules`).
+    #[serde(default)]
+    pub cache: Option<PathBuf>,
 }
 
 /// The HTTP API and status page of `projector run`.
@@ -153,6 +158,22 @@ pub struct ProjectionSettings {
 }
 
 impl Config {
+    /// Where compiled modules are cached: configured, or the machine's user cache.
+    pub fn cache_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.cache {
+            return dir.clone();
+        }
+        let env = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        env("PROJECTOR_CACHE")
+            .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("projector/modules")))
+            .or_else(|| env("HOME").map(|d| d.join(".cache/projector/modules")))
+            .unwrap_or_else(|| self.data.join("cache"))
+    }
+
     /// Read and parse a config file.
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)
@@ -162,6 +183,7 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         config.data = base.join(&config.data);
         config.modules = base.join(&config.modules);
+        config.cache = config.cache.map(|c| base.join(c));
         if !crate::source::is_esdb(&config.source) {
             config.source = base.join(&config.source).to_string_lossy().into_owned();
         }

@@ -150,6 +150,7 @@ pub fn run_into(
         reload: Default::default(),
         reconnect: Default::default(),
         http: Default::default(),
+        cache: None,
     };
     let options = crate::RunOptions {
         once: true,

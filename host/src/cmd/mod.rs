@@ -9,13 +9,16 @@ use clap::{Parser, Subcommand};
 mod build;
 mod diff;
 mod drop;
+mod events;
 mod import;
+mod new;
 mod query;
 mod replay;
 mod resume;
 mod retry_dead_letters;
 mod run;
 mod status;
+mod test;
 mod verify;
 
 /// The command line.
@@ -56,6 +59,12 @@ enum Command {
     Query(query::Args),
     /// Show every projection: state, version, position, lag, rate, counters, faults.
     Status(status::Args),
+    /// Create a projection project (Rust, Python or JavaScript) over the shop events.
+    New(new::Args),
+    /// Run a projection's given/when/then cases.
+    Test(test::Args),
+    /// List the event types of a source: counts, stream prefixes, data fields.
+    Events(events::Args),
 }
 
 impl Cli {
@@ -73,6 +82,9 @@ impl Cli {
             Command::RetryDeadLetters(a) => retry_dead_letters::run(a),
             Command::Query(a) => query::run(a),
             Command::Status(a) => status::run(a),
+            Command::New(a) => new::run(a),
+            Command::Test(a) => test::run(a),
+            Command::Events(a) => events::run(a),
         }
     }
 }

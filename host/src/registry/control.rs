@@ -155,7 +155,7 @@ pub fn request_replay(config: &Config, name: &str, until: Option<u64>) -> Result
         )?;
         return Ok(Delivery::Requested);
     };
-    let runtime = Runtime::new(config.limits.clone(), Some(config.data.join("cache")))?;
+    let runtime = Runtime::new(config.limits.clone(), Some(config.cache_dir()))?;
     let module = Arc::new(module_for(&runtime, &config.modules, name)?);
     let recorder = Recorder::open(&config.data)?;
     let generation = next_generation(&config.data, &module);

@@ -251,7 +251,7 @@ pub struct Registry {
 impl Registry {
     /// A registry over `config.modules`; nothing is loaded yet.
     pub fn new(config: &Config, once: bool, shutdown: Arc<AtomicBool>) -> Result<Registry> {
-        let runtime = Runtime::new(config.limits.clone(), Some(config.data.join("cache")))?;
+        let runtime = Runtime::new(config.limits.clone(), Some(config.cache_dir()))?;
         let (tx, rx) = channel();
         Ok(Registry {
             runtime: Arc::new(runtime),

@@ -238,9 +238,12 @@ fn compile(engine: &Engine, wasm: &[u8]) -> Result<Component> {
         .map_err(|e| anyhow::anyhow!("not a valid WebAssembly component: {e:#}"))
 }
 
-/// Write through a temporary file and rename, so readers never see half a file.
+/// Write through a temporary file and rename, so readers never see half a file (and
+/// writers racing on one path, say two hosts caching one module, each rename a whole one).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{seq}", std::process::id()));
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
     Ok(())

@@ -101,6 +101,7 @@ pub fn config(dir: &Path, source: &Path, modules: &Path, max_events: usize) -> C
             listen: String::new(),
             ..Default::default()
         },
+        cache: None,
     }
 }
 
