@@ -37,6 +37,9 @@ pub struct Config {
     #[serde(default)]
     /// The HTTP API and status page.
     pub http: HttpSettings,
+    #[serde(default)]
+    /// When a rebuilt version may take over by itself (per projection in `projections`).
+    pub release: ReleaseRules,
     /// Compiled modules, shared by every host and command of this machine (default:
     /// `$PROJECTOR_CACHE`, else `$XDG_CACHE_HOME/projector/modules`, else
     /// `~/.cache/projector/modules`).
@@ -82,7 +85,7 @@ pub struct ReloadSettings {
     pub poll_ms: u64,
     /// A changed file is loaded once it has stayed the same for this long.
     pub debounce_ms: u64,
-    /// Old versions whose tables are kept after a cutover, for rollback.
+    /// Old builds kept after a cutover (tables and module), for `projector rollback`.
     pub keep_versions: usize,
 }
 
@@ -92,7 +95,32 @@ impl Default for ReloadSettings {
             watch: WatchMode::Notify,
             poll_ms: 250,
             debounce_ms: 100,
-            keep_versions: 0,
+            keep_versions: 1,
+        }
+    }
+}
+
+/// When a rebuilt version may take over by itself. When a rule trips, the new build is
+/// *held*: it keeps following the source beside the serving one until `projector
+/// promote` (or new code); the comparison says why.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReleaseRules {
+    /// Hold when a table that has rows in the serving build has none in the new one.
+    pub hold_when_emptied: bool,
+    /// Hold when a table loses more than this share of its rows (0.5: half).
+    pub max_removed_share: f64,
+    /// Hold when an event type the new manifest names matched no event in the whole
+    /// history while the serving version does not name it (a typo, a renamed event).
+    pub hold_on_unmatched_types: bool,
+}
+
+impl Default for ReleaseRules {
+    fn default() -> Self {
+        ReleaseRules {
+            hold_when_emptied: true,
+            max_removed_share: 0.5,
+            hold_on_unmatched_types: true,
         }
     }
 }
@@ -155,9 +183,19 @@ pub enum ErrorPolicy {
 pub struct ProjectionSettings {
     /// What a failing batch does.
     pub error_policy: ErrorPolicy,
+    /// Release rules for this projection (default: the global `[release]`).
+    pub release: Option<ReleaseRules>,
 }
 
 impl Config {
+    /// The release rules of projection `name`.
+    pub fn release_rules(&self, name: &str) -> ReleaseRules {
+        self.projections
+            .get(name)
+            .and_then(|p| p.release)
+            .unwrap_or(self.release)
+    }
+
     /// Where compiled modules are cached: configured, or the machine's user cache.
     pub fn cache_dir(&self) -> PathBuf {
         if let Some(dir) = &self.cache {

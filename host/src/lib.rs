@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod authoring;
 pub mod config;
 pub mod dead_letters;
 pub mod diff;

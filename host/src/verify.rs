@@ -151,6 +151,7 @@ pub fn run_into(
         reconnect: Default::default(),
         http: Default::default(),
         cache: None,
+        release: Default::default(),
     };
     let options = crate::RunOptions {
         once: true,

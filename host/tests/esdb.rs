@@ -227,6 +227,7 @@ fn appended_events_show_up_live_and_bad_ones_follow_the_policy() {
         "order-summary".into(),
         projector::config::ProjectionSettings {
             error_policy: projector::config::ErrorPolicy::DeadLetter,
+            ..Default::default()
         },
     );
     let data = dir.path().join("data");

@@ -225,6 +225,7 @@ fn dead_letter_isolates_the_bad_event_and_records_it() {
                 name.into(),
                 projector::config::ProjectionSettings {
                     error_policy: policy,
+                    ..Default::default()
                 },
             );
         }
@@ -379,6 +380,7 @@ fn dead_letters_can_be_retried_after_a_fix() {
         "hostile".into(),
         projector::config::ProjectionSettings {
             error_policy: projector::config::ErrorPolicy::DeadLetter,
+            ..Default::default()
         },
     );
     assert!(run_once(&cfg).ok());

@@ -128,6 +128,7 @@ fn modules_are_shipped_swapped_rebuilt_and_removed_while_the_host_runs() {
     let mut cfg = config(dir.path(), &events.path, &modules, 1000);
     cfg.reload.debounce_ms = 50;
     cfg.reload.poll_ms = 100;
+    cfg.reload.keep_versions = 0; // this test watches old builds go
     // Build every variant before the clock starts.
     for g in ["tally-v1", "tally-v1b", "tally-v1-wide", "tally-v2"] {
         guest(g);
@@ -343,6 +344,7 @@ fn replay_rebuilds_beside_the_serving_build_and_pauses_until_resumed() {
     let data = dir.path().join("data");
     let mut cfg = config(dir.path(), &events.path, &modules, 500);
     cfg.reload.poll_ms = 50;
+    cfg.reload.keep_versions = 0; // this test watches old builds go
 
     let (shutdown, host) = start_host(&cfg);
     wait_for("tally to serve", || exact(&data, &events));

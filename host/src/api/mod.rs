@@ -151,6 +151,8 @@ fn router(api: Shared) -> Router {
             "/api/projections/{name}/retry-dead-letters",
             post(retry_dead_letters),
         )
+        .route("/api/projections/{name}/promote", post(promote))
+        .route("/api/projections/{name}/rollback", post(rollback))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(api)
 }
@@ -339,6 +341,30 @@ async fn retry_dead_letters(
 ) -> Response {
     control(&api, &headers, peer, &name, |name| {
         Command::RetryDeadLetters { name }
+    })
+    .await
+}
+
+async fn promote(
+    State(api): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    UrlPath(name): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    control(&api, &headers, peer, &name, |name| Command::Promote {
+        name,
+    })
+    .await
+}
+
+async fn rollback(
+    State(api): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    UrlPath(name): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    control(&api, &headers, peer, &name, |name| Command::Rollback {
+        name,
     })
     .await
 }

@@ -45,6 +45,23 @@ pub struct ProjectionStatus {
     pub rebuild: Option<RebuildStatus>,
     /// Whether a runner is processing it now on this host.
     pub running: bool,
+    /// A new build the release rules held back, with why and the comparison.
+    pub held: Option<HeldStatus>,
+    /// The version a rollback stepped back from (not run until `promote` or new code).
+    pub rolled_back_from: Option<u32>,
+    /// Interests of the serving module that matched no event in the whole history.
+    pub warnings: Vec<String>,
+}
+
+/// A held build, as shown.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HeldStatus {
+    /// Its version.
+    pub version: u32,
+    /// Which rules held it.
+    pub reason: String,
+    /// Table by table, against the serving build.
+    pub comparison: Vec<crate::store::TableComparison>,
 }
 
 /// A fault, as shown.
@@ -61,6 +78,8 @@ pub struct FaultStatus {
 pub struct RebuildStatus {
     /// The version being built.
     pub version: u32,
+    /// `rebuilding`, or `held` (caught up, waiting for `projector promote`).
+    pub state: String,
     /// Done, in percent of the source.
     pub percent: f64,
     /// Seconds to go at the current rate, when known.
@@ -125,7 +144,20 @@ pub fn statuses(
     let catalog = Catalog::open_read_only(data)?;
     let mut out = Vec::new();
     for entry in catalog.entries()? {
-        out.push(status(data, &entry, roster, rates));
+        let mut s = status(data, &entry, roster, rates);
+        let release = catalog.release(&entry.name)?;
+        s.held = release.held.map(|h| HeldStatus {
+            version: h.build.version,
+            reason: h.reason,
+            comparison: serde_json::from_str(&h.comparison).unwrap_or_default(),
+        });
+        s.rolled_back_from = release.rolled_back.map(|b| b.version);
+        if let Some(r) = s.rebuild.as_mut()
+            && s.held.as_ref().is_some_and(|h| h.version == r.version)
+        {
+            r.state = "held".into();
+        }
+        out.push(s);
     }
     Ok(out)
 }
@@ -156,6 +188,14 @@ fn status(
         s.events_handled = load(&r.stats.events_handled);
         s.ops_written = load(&r.stats.ops_written);
         s.events_failed = load(&r.stats.events_failed);
+        s.warnings = r
+            .stats
+            .unmatched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|w| format!("{w} matched no event in the whole history"))
+            .collect();
     }
     if let Some(r) = rebuilding {
         let (done, total) = (
@@ -166,6 +206,7 @@ fn status(
         let left = lag(&r.stats);
         s.rebuild = Some(RebuildStatus {
             version: r.version,
+            state: "rebuilding".into(),
             percent: (done as f64 * 100.0 / total as f64).min(100.0),
             eta_seconds: (rate > 0.0).then(|| left as f64 / rate),
             events_per_second: rate,
@@ -222,10 +263,15 @@ pub fn table(statuses: &[ProjectionStatus]) -> String {
         "NOTE"
     );
     for s in statuses {
-        let note = match (&s.last_fault, &s.rebuild) {
-            (Some(f), _) => f.message.clone(),
-            (None, Some(r)) => format!("rebuilding v{}: {:.0}%", r.version, r.percent),
-            _ => String::new(),
+        let note = match (&s.last_fault, &s.held, &s.rebuild) {
+            (Some(f), _, _) => f.message.clone(),
+            (None, Some(h), _) => format!("v{} HELD: {}", h.version, h.reason),
+            (None, None, Some(r)) => format!("rebuilding v{}: {:.0}%", r.version, r.percent),
+            _ => match (s.rolled_back_from, s.warnings.first()) {
+                (Some(v), _) => format!("rolled back from v{v}"),
+                (None, Some(w)) => w.clone(),
+                _ => String::new(),
+            },
         };
         out.push_str(&format!(
             "{:<20} {:>4} {:<10} {:>10} {:>9} {:>9.0} {:>10} {:>10} {:>7} {:>6}  {}\n",

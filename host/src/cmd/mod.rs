@@ -12,10 +12,12 @@ mod drop;
 mod events;
 mod import;
 mod new;
+mod promote;
 mod query;
 mod replay;
 mod resume;
 mod retry_dead_letters;
+mod rollback;
 mod run;
 mod status;
 mod test;
@@ -65,6 +67,10 @@ enum Command {
     Test(test::Args),
     /// List the event types of a source: counts, stream prefixes, data fields.
     Events(events::Args),
+    /// Cut over to a build the release rules held (or undo a rollback).
+    Promote(promote::Args),
+    /// Serve the previous build again (it catches up through its own module).
+    Rollback(rollback::Args),
 }
 
 impl Cli {
@@ -85,6 +91,8 @@ impl Cli {
             Command::New(a) => new::run(a),
             Command::Test(a) => test::run(a),
             Command::Events(a) => events::run(a),
+            Command::Promote(a) => promote::run(a),
+            Command::Rollback(a) => rollback::run(a),
         }
     }
 }

@@ -145,6 +145,13 @@ impl Registry {
 /// (the one in the modules folder), pausing at `until` if given. A running host is asked
 /// to do it; otherwise it runs here and the new build takes over when done.
 pub fn request_replay(config: &Config, name: &str, until: Option<u64>) -> Result<Delivery> {
+    let call = match until {
+        Some(u) => format!("replay?until={u}"),
+        None => "replay".to_string(),
+    };
+    if let Some(answer) = ask_host(&config.data, name, &call) {
+        return answer.map(|_| Delivery::Requested);
+    }
     let Ok(_lock) = HostLock::acquire(&config.data) else {
         send(
             &config.data,
@@ -190,8 +197,82 @@ pub fn request_replay(config: &Config, name: &str, until: Option<u64>) -> Result
     Ok(Delivery::Done)
 }
 
+/// Ask the running host's API for `call` on `name` (None when no host with an API runs
+/// on `data`): its answer, or why it refused.
+pub fn ask_host(data: &Path, name: &str, call: &str) -> Option<Result<String>> {
+    HostLock::acquire(data).err()?;
+    let base = crate::api::client::address(data)?;
+    let token = crate::api::client::token(data);
+    let path = format!("/api/projections/{name}/{call}");
+    Some(
+        crate::api::client::request(&base, "POST", &path, token.as_deref(), None).and_then(|r| {
+            let body: serde_json::Value =
+                serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null);
+            match (r.status, body["message"].as_str(), body["error"].as_str()) {
+                (202, Some(m), _) => Ok(m.to_string()),
+                (_, _, Some(e)) => Err(anyhow::anyhow!("the host refused: {e}")),
+                (s, _, _) => Err(anyhow::anyhow!("the host answered {s}: {}", r.body)),
+            }
+        }),
+    )
+}
+
+/// `projector promote`: cut over to the held build (or undo a rollback). Offline, in the
+/// catalog: the next start serves it.
+pub fn request_promote(data: &Path, name: &str) -> Result<String> {
+    if let Some(answer) = ask_host(data, name, "promote") {
+        return answer;
+    }
+    let _lock = HostLock::acquire(data)?;
+    let catalog = Catalog::open(data)?;
+    let release = catalog.release(name)?;
+    if let Some(held) = release.held {
+        let b = &held.build;
+        catalog.cut_over(name, b.version, b.generation, &b.sha256)?;
+        catalog.set_held(name, None)?;
+        return Ok(format!(
+            "`{name}`: version {} (build {}) serves from the next start",
+            b.version, b.generation
+        ));
+    }
+    if let Some(b) = release.rolled_back {
+        catalog.cut_over(name, b.version, b.generation, &b.sha256)?;
+        catalog.set_rolled_back(name, None)?;
+        return Ok(format!(
+            "`{name}`: version {} (build {}) serves again from the next start",
+            b.version, b.generation
+        ));
+    }
+    anyhow::bail!("projection `{name}` has no held build and no rollback to undo")
+}
+
+/// `projector rollback`: serve the previous build again. Offline, in the catalog: the next
+/// start runs it through the module kept with it.
+pub fn request_rollback(data: &Path, name: &str) -> Result<String> {
+    if let Some(answer) = ask_host(data, name, "rollback") {
+        return answer;
+    }
+    let _lock = HostLock::acquire(data)?;
+    let catalog = Catalog::open(data)?;
+    let entry = catalog
+        .entry(name)?
+        .with_context(|| format!("no projection `{name}` in {}", data.display()))?;
+    let ((v, g), serving) = super::release::previous_build(data, name, &entry)?;
+    let bytes = std::fs::read(crate::store::module_path(data, name, v, g))?;
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    catalog.cut_over(name, v, g, &hash)?;
+    catalog.set_held(name, None)?;
+    catalog.set_rolled_back(name, Some(&serving))?;
+    Ok(format!(
+        "`{name}`: version {v} (build {g}) serves again from the next start"
+    ))
+}
+
 /// `projector resume`: clear a fault or a pause; a running host continues the projection.
 pub fn request_resume(data: &Path, name: &str) -> Result<Delivery> {
+    if let Some(answer) = ask_host(data, name, "resume") {
+        return answer.map(|_| Delivery::Requested);
+    }
     let Ok(_lock) = HostLock::acquire(data) else {
         send(
             data,

@@ -17,6 +17,7 @@
 
 pub mod control;
 pub mod recorder;
+mod release;
 pub mod watcher;
 
 use std::collections::BTreeMap;
@@ -69,6 +70,16 @@ pub enum Command {
     },
     /// Run its dead letters again through the current module.
     RetryDeadLetters {
+        /// The projection.
+        name: String,
+    },
+    /// Cut over to a held build (or undo a rollback).
+    Promote {
+        /// The projection.
+        name: String,
+    },
+    /// Serve the previous build again.
+    Rollback {
         /// The projection.
         name: String,
     },
@@ -235,6 +246,8 @@ pub struct Registry {
     next_id: RunnerId,
     /// A runner being stopped whose last reports still speak for its projection.
     owner_override: Option<RunnerId>,
+    /// Rebuilds of a new version: the release rules decide whether they take over.
+    releases: std::collections::BTreeSet<RunnerId>,
     recorder: Recorder,
     tx: Sender<Msg>,
     rx: Receiver<Msg>,
@@ -266,6 +279,7 @@ impl Registry {
             runners: BTreeMap::new(),
             next_id: 0,
             owner_override: None,
+            releases: Default::default(),
             recorder: Recorder::open(&config.data)?,
             tx,
             rx,
@@ -421,7 +435,9 @@ impl Registry {
         let name = match &c {
             Command::Replay { name, .. }
             | Command::Resume { name }
-            | Command::RetryDeadLetters { name } => name.clone(),
+            | Command::RetryDeadLetters { name }
+            | Command::Promote { name }
+            | Command::Rollback { name } => name.clone(),
         };
         if !self.slots.contains_key(&name) {
             return Err(format!("no module provides projection `{name}`"));
@@ -435,6 +451,8 @@ impl Registry {
             }),
             Command::Resume { .. } => self.resume_projection(&name),
             Command::RetryDeadLetters { .. } => self.retry_dead_letters(&name),
+            Command::Promote { .. } => self.promote(&name),
+            Command::Rollback { .. } => self.rollback(&name),
         };
         done.map_err(|e| format!("{e:#}"))
     }
@@ -451,6 +469,15 @@ impl Registry {
                 .get(&name)
                 .and_then(|s| s.owner.as_ref())
                 .is_some_and(|h| h.id == id);
+        if t == Transition::CaughtUp && !owner && self.releases.contains(&id) {
+            self.releases.remove(&id);
+            if self.hold(id)? {
+                return Ok(());
+            }
+        }
+        let Some(info) = self.runners.get_mut(&id) else {
+            return Ok(());
+        };
         let outcome = self.recorder.record(info, owner, &t)?;
         if matches!(
             t,
@@ -471,6 +498,13 @@ impl Registry {
             return;
         };
         let new = slot.rebuild.take();
+        let catalog = self.recorder.catalog();
+        if let Err(e) = catalog
+            .set_held(name, None)
+            .and_then(|()| catalog.set_rolled_back(name, None))
+        {
+            tracing::warn!(projection = %name, "could not clear the release record: {e:#}");
+        }
         if let Some(old) = std::mem::replace(&mut slot.owner, new) {
             self.runners.remove(&old.id);
             let version = old.module.schema().version;
@@ -546,6 +580,15 @@ impl Registry {
                     if let Some(h) = h {
                         *h.control.swap.lock().unwrap_or_else(|e| e.into_inner()) =
                             Some(module.clone());
+                        if let Some(info) = self.runners.get(&h.id) {
+                            crate::store::keep_module(
+                                &self.config.data,
+                                &name,
+                                info.version,
+                                info.generation,
+                                module.bytes(),
+                            )?;
+                        }
                     }
                     slot.module = module;
                 }
@@ -563,18 +606,21 @@ impl Registry {
                         },
                     );
                 }
-                let owner = self.start(&module, Role::Serving, None)?;
                 if let Some(slot) = self.slots.get_mut(&name) {
-                    slot.owner = owner;
-                    slot.module = module;
+                    slot.module = module.clone();
                 }
+                self.start_projection(&name, module)?;
             }
             Action::Rebuild => {
+                if self.rolled_back(&name, &module)? {
+                    return Ok(());
+                }
                 tracing::info!(projection = %name, version = schema.version, "new version: rebuilding from the first event while the current version serves");
                 if let Some(slot) = self.slots.get_mut(&name) {
                     slot.module = module.clone();
                 }
                 self.rebuild(&name, module, None, None)?;
+                self.mark_release(&name);
             }
         }
         Ok(())
@@ -593,9 +639,11 @@ impl Registry {
             anyhow::bail!("no module provides projection `{name}`");
         };
         if let Some(old) = slot.rebuild.take() {
-            tracing::info!(projection = %name, version = old.module.schema().version, "abandoning the unfinished rebuild");
+            tracing::info!(projection = %name, version = old.module.schema().version, "abandoning the unfinished (or held) rebuild");
             self.runners.remove(&old.id);
+            self.releases.remove(&old.id);
             self.reports.push(old.stop());
+            self.recorder.catalog().set_held(name, None)?;
         }
         let rebuild = self.start(&module, Role::Rebuild { until }, generation)?;
         if let Some(slot) = self.slots.get_mut(name) {
@@ -644,6 +692,13 @@ impl Registry {
             Some(g) => g,
             None => self.recorder.catalog().generation_of(&name, version)?,
         };
+        crate::store::keep_module(
+            &self.config.data,
+            &name,
+            version,
+            generation,
+            module.bytes(),
+        )?;
         let id = self.next_id;
         self.next_id += 1;
         let tx = self.tx.clone();

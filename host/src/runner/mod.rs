@@ -211,6 +211,7 @@ impl Runner {
                 Step::AtEnd => {
                     if !open.caught_up {
                         open.caught_up = true;
+                        self.warn_unmatched();
                         self.stats.caught_up.store(true, Ordering::Relaxed);
                         self.report(Transition::CaughtUp);
                         tracing::info!(projection = %self.name(), version = self.version(), position = open.checkpoint.position.commit, "caught up");
@@ -245,6 +246,26 @@ impl Runner {
         self.module.schema().version
     }
 
+    /// Having read the whole history: say which interests matched nothing (a typo in an
+    /// event type, a stream prefix that never occurs).
+    fn warn_unmatched(&self) {
+        if !self.stats.from_start.load(Ordering::Relaxed) {
+            return;
+        }
+        let schema = self.module.schema();
+        let unmatched = self
+            .stats
+            .unmatched_interests(&schema.event_types, &schema.stream_prefixes);
+        for what in &unmatched {
+            tracing::warn!(projection = %schema.name, version = schema.version, "{what} matched no event in the whole history; is it spelt as the events are?");
+        }
+        *self
+            .stats
+            .unmatched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = unmatched;
+    }
+
     fn report(&self, t: Transition) {
         (self.reporter)(t)
     }
@@ -277,6 +298,9 @@ impl Runner {
         self.stats
             .position
             .store(checkpoint.position.commit, Ordering::Relaxed);
+        self.stats
+            .from_start
+            .store(checkpoint.position.commit == 0, Ordering::Relaxed);
         Ok(Open {
             db,
             source,
@@ -374,6 +398,8 @@ impl Runner {
         self.stats
             .events_handled
             .fetch_add(o.events.len() as u64, Ordering::Relaxed);
+        self.stats
+            .count_matches(o.events.as_slice(), &self.module.schema().stream_prefixes);
         self.stats
             .ops_written
             .fetch_add(ops as u64, Ordering::Relaxed);

@@ -1,5 +1,7 @@
 //! A runner's live counters, read by the progress display, the summary and the API.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -41,9 +43,61 @@ pub struct Stats {
     pub events_failed: AtomicU64,
     /// Largest linear memory an instance of the module grew to, in bytes.
     pub peak_memory: AtomicU64,
+    /// Events handled per event type (for the release rules and interest warnings).
+    pub matched_types: Mutex<BTreeMap<String, u64>>,
+    /// Events handled per declared stream prefix, in manifest order.
+    pub matched_prefixes: Mutex<Vec<u64>>,
+    /// True when this runner read the source from its first event.
+    pub from_start: AtomicBool,
+    /// Event types and stream prefixes of the manifest that matched no event in the
+    /// whole history (known once caught up from the first event).
+    pub unmatched: Mutex<Vec<String>>,
 }
 
 impl Stats {
+    /// Count a batch of handled events by type and by declared stream prefix.
+    pub fn count_matches(&self, events: &[crate::wit::Event], prefixes: &[String]) {
+        let mut types = self.matched_types.lock().unwrap_or_else(|e| e.into_inner());
+        let mut per_prefix = self
+            .matched_prefixes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        per_prefix.resize(prefixes.len(), 0);
+        for e in events {
+            match types.get_mut(e.event_type.as_str()) {
+                Some(n) => *n += 1,
+                None => {
+                    types.insert(e.event_type.clone(), 1);
+                }
+            }
+            for (n, p) in per_prefix.iter_mut().zip(prefixes) {
+                if e.stream_id.starts_with(p.as_str()) {
+                    *n += 1;
+                }
+            }
+        }
+    }
+
+    /// The manifest's interests that matched nothing so far.
+    pub fn unmatched_interests(&self, types: &[String], prefixes: &[String]) -> Vec<String> {
+        let seen = self.matched_types.lock().unwrap_or_else(|e| e.into_inner());
+        let per_prefix = self
+            .matched_prefixes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<String> = types
+            .iter()
+            .filter(|t| !seen.contains_key(t.as_str()))
+            .map(|t| format!("event type `{t}`"))
+            .collect();
+        for (i, p) in prefixes.iter().enumerate() {
+            if per_prefix.get(i).copied().unwrap_or(0) == 0 {
+                out.push(format!("stream prefix `{p}`"));
+            }
+        }
+        out
+    }
+
     /// The counters the catalog keeps.
     pub fn accounting(&self) -> Accounting {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);

@@ -198,6 +198,7 @@ impl Runtime {
             .map_err(|e| anyhow::anyhow!("calling the module's `manifest` export: {e:#}"))?;
         Ok(Module {
             schema: Arc::new(Schema::new(&manifest).context("invalid manifest")?),
+            bytes: Arc::from(wasm),
             code,
             hash,
             from_cache,
@@ -262,6 +263,8 @@ struct Code {
 /// A loaded projection module: compiled, linked, manifest validated.
 pub struct Module {
     code: Code,
+    /// The component as loaded (kept with each build, for rollback).
+    bytes: Arc<[u8]>,
     /// SHA-256 of the component bytes.
     pub hash: String,
     /// True when the compiled code came from the on-disk cache (no recompile).
@@ -290,6 +293,11 @@ impl Module {
     /// The limits the module runs under.
     pub fn limits(&self) -> &Limits {
         &self.code.limits
+    }
+
+    /// The component's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
     }
 
     /// What each instance may create (instances, memories, tables).

@@ -79,6 +79,38 @@ impl FromSql for ProjectionState {
     }
 }
 
+/// One build of a projection: version, generation, and the module it was made with.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Build {
+    /// The manifest version.
+    pub version: u32,
+    /// Which build of that version.
+    pub generation: u32,
+    /// SHA-256 of its module.
+    pub sha256: String,
+}
+
+/// A build held back from taking over by the release rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// The held build.
+    pub build: Build,
+    /// Which rules held it.
+    pub reason: String,
+    /// The comparison with the serving build, as JSON.
+    pub comparison: String,
+}
+
+/// A projection's release record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Release {
+    /// A build waiting for `projector promote`.
+    pub held: Option<Held>,
+    /// The build a rollback stepped back from (its module is not run again until new
+    /// code ships or `projector promote`).
+    pub rolled_back: Option<Build>,
+}
+
 /// A projection's counters as last recorded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Accounting {
@@ -149,6 +181,14 @@ impl Catalog {
                 "ALTER TABLE projections ADD COLUMN serving_generation INTEGER NOT NULL DEFAULT 0",
             )?;
         }
+        // Releases: a held build waiting for `promote`, and the build a rollback left.
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS releases (
+                 name TEXT PRIMARY KEY, held_version INTEGER, held_generation INTEGER,
+                 held_sha256 TEXT, held_reason TEXT, comparison TEXT,
+                 rolled_back_version INTEGER, rolled_back_generation INTEGER,
+                 rolled_back_sha256 TEXT, previous_version INTEGER, previous_generation INTEGER)",
+        )?;
         Ok(Catalog { conn })
     }
 
@@ -227,6 +267,17 @@ impl Catalog {
         generation: u32,
         module_sha256: &str,
     ) -> Result<()> {
+        // Remember what served until now: the build `rollback` returns to.
+        if let Some(e) = self.entry(name)?
+            && let Some(v) = e.serving_version
+            && (v, e.serving_generation) != (version, generation)
+        {
+            self.conn.execute(
+                "INSERT INTO releases (name, previous_version, previous_generation) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET previous_version = ?2, previous_generation = ?3",
+                params![name, v, e.serving_generation],
+            )?;
+        }
         self.conn.execute(
             "INSERT INTO projections (name, serving_version, serving_generation, running_version, module_sha256, state)
              VALUES (?1, ?2, ?3, ?2, ?4, ?5)
@@ -265,6 +316,114 @@ impl Catalog {
             params![name, state, reason],
         )?;
         Ok(())
+    }
+
+    /// The release record of `name`: a held build, a rolled-back build.
+    pub fn release(&self, name: &str) -> Result<Release> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT held_version, held_generation, held_sha256, held_reason, comparison,
+                        rolled_back_version, rolled_back_generation, rolled_back_sha256
+                 FROM releases WHERE name = ?1",
+                [name],
+                |r| {
+                    let held = match (
+                        r.get::<_, Option<u32>>(0)?,
+                        r.get::<_, Option<u32>>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                    ) {
+                        (Some(version), Some(generation), Some(sha256)) => Some(Held {
+                            build: Build {
+                                version,
+                                generation,
+                                sha256,
+                            },
+                            reason: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                            comparison: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                        }),
+                        _ => None,
+                    };
+                    let rolled_back = match (
+                        r.get::<_, Option<u32>>(5)?,
+                        r.get::<_, Option<u32>>(6)?,
+                        r.get::<_, Option<String>>(7)?,
+                    ) {
+                        (Some(version), Some(generation), Some(sha256)) => Some(Build {
+                            version,
+                            generation,
+                            sha256,
+                        }),
+                        _ => None,
+                    };
+                    Ok(Release { held, rolled_back })
+                },
+            )
+            .optional()?;
+        Ok(row.unwrap_or_default())
+    }
+
+    /// The build that served before the serving one (set at each cutover).
+    pub fn previous(&self, name: &str) -> Result<Option<(u32, u32)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT previous_version, previous_generation FROM releases WHERE name = ?1",
+                [name],
+                |r| Ok(r.get::<_, Option<u32>>(0)?.zip(r.get::<_, Option<u32>>(1)?)),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    /// Record a build held back from taking over (None: nothing is held).
+    pub fn set_held(&self, name: &str, held: Option<&Held>) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO releases (name, held_version, held_generation, held_sha256, held_reason, comparison)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (name) DO UPDATE SET held_version = ?2, held_generation = ?3,
+               held_sha256 = ?4, held_reason = ?5, comparison = ?6",
+            params![
+                name,
+                held.map(|h| h.build.version),
+                held.map(|h| h.build.generation),
+                held.map(|h| h.build.sha256.as_str()),
+                held.map(|h| h.reason.as_str()),
+                held.map(|h| h.comparison.as_str())
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Record the build a rollback stepped back from (None: no rollback stands).
+    pub fn set_rolled_back(&self, name: &str, build: Option<&Build>) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO releases (name, rolled_back_version, rolled_back_generation, rolled_back_sha256)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (name) DO UPDATE SET rolled_back_version = ?2,
+               rolled_back_generation = ?3, rolled_back_sha256 = ?4",
+            params![
+                name,
+                build.map(|b| b.version),
+                build.map(|b| b.generation),
+                build.map(|b| b.sha256.as_str())
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Names of projections that are faulted or paused.
+    pub fn stuck(&self) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name FROM projections WHERE state IN (?1, ?2) ORDER BY name")?;
+        let names = stmt
+            .query_map(
+                params![ProjectionState::Faulted, ProjectionState::Paused],
+                |r| r.get(0),
+            )?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(names)
     }
 
     /// Every projection's entry, by name.

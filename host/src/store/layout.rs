@@ -44,17 +44,21 @@ pub fn builds_on_disk(data: &Path, name: &str) -> Vec<(u32, u32)> {
     builds
 }
 
-/// After a cutover: delete every build of `name` but the serving one and the `keep`
-/// newest others (kept for rollback). Returns the builds deleted.
+/// After a cutover: delete every build of `name` but the serving one and `keep` others
+/// (the one that served last first, then the newest), kept for rollback. Returns the builds deleted.
 pub fn prune_builds(data: &Path, name: &str, keep: usize) -> Result<Vec<(u32, u32)>> {
-    let serving = Catalog::open(data)?
+    let catalog = Catalog::open(data)?;
+    let serving = catalog
         .entry(name)?
         .and_then(|e| Some((e.serving_version?, e.serving_generation)));
+    let previous = catalog.previous(name)?;
     let mut old: Vec<(u32, u32)> = builds_on_disk(data, name)
         .into_iter()
         .filter(|b| Some(*b) != serving)
         .collect();
+    // Newest first, but the build that served last comes first of all (rollback's target).
     old.reverse();
+    old.sort_by_key(|b| Some(*b) != previous);
     let doomed: Vec<(u32, u32)> = old.into_iter().skip(keep).collect();
     for &(v, g) in &doomed {
         remove_build(data, name, v, g)?;
@@ -109,9 +113,35 @@ impl HostLock {
     }
 }
 
-/// Delete one build's files (database, WAL and shared memory).
+/// The module a build was made with, kept beside its database (for rollback).
+pub fn module_path(data: &Path, name: &str, version: u32, generation: u32) -> PathBuf {
+    build_path(data, name, version, generation).with_extension("wasm")
+}
+
+/// Keep `bytes` as the module of a build (once: a build's module never changes hash
+/// without a swap, and a swapped-in module replaces it).
+pub fn keep_module(
+    data: &Path,
+    name: &str,
+    version: u32,
+    generation: u32,
+    bytes: &[u8],
+) -> Result<()> {
+    let path = module_path(data, name, version, generation);
+    if std::fs::read(&path).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    crate::runtime::write_atomic(&path, bytes)
+}
+
+/// Delete one build's files (database, WAL, shared memory and its module).
 pub fn remove_build(data: &Path, name: &str, version: u32, generation: u32) -> Result<()> {
     let db = build_path(data, name, version, generation);
+    let module = module_path(data, name, version, generation);
+    let _ = std::fs::remove_file(module);
     for suffix in ["", "-wal", "-shm"] {
         let mut p = db.clone().into_os_string();
         p.push(suffix);

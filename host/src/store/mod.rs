@@ -3,13 +3,16 @@
 //! of the data folder.
 
 mod catalog;
+mod compare;
 mod db;
 mod layout;
 mod ops;
 
-pub use catalog::{Accounting, Catalog, CatalogEntry, ProjectionState};
+pub use catalog::{Accounting, Build, Catalog, CatalogEntry, Held, ProjectionState, Release};
+pub use compare::{TableComparison, compare_builds};
 pub use db::{Checkpoint, ProjectionDb, TableReader};
 pub use layout::{
-    HostLock, build_path, builds_on_disk, drop_projection, prune_builds, remove_build, version_path,
+    HostLock, build_path, builds_on_disk, drop_projection, keep_module, module_path, prune_builds,
+    remove_build, version_path,
 };
 pub use ops::{OpError, OpLimits};

@@ -102,6 +102,7 @@ pub fn config(dir: &Path, source: &Path, modules: &Path, max_events: usize) -> C
             ..Default::default()
         },
         cache: None,
+        release: Default::default(),
     }
 }
 

@@ -1,0 +1,25 @@
+//! `projector promote`: cut over to a held build, or undo a rollback.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+/// Flags of `projector promote`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The data folder.
+    #[arg(long)]
+    data: PathBuf,
+    /// The projection.
+    projection: String,
+}
+
+/// Ask the running host, or switch the catalog.
+pub fn run(a: Args) -> Result<ExitCode> {
+    println!(
+        "{}",
+        projector::registry::control::request_promote(&a.data, &a.projection)?
+    );
+    Ok(ExitCode::SUCCESS)
+}
