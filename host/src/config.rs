@@ -60,6 +60,8 @@ pub struct HttpSettings {
     pub max_rows: usize,
     /// Milliseconds one query may run.
     pub query_timeout_ms: u64,
+    /// Queries run at once (the rest wait their turn).
+    pub query_concurrency: usize,
 }
 
 impl Default for HttpSettings {
@@ -69,6 +71,7 @@ impl Default for HttpSettings {
             token: None,
             max_rows: 10_000,
             query_timeout_ms: 5_000,
+            query_concurrency: 1,
         }
     }
 }

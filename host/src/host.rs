@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 
 use crate::config::Config;
-use crate::registry::{Registry, StatsList};
+use crate::registry::{Registry, Roster};
 use crate::runner::{ProjectionReport, Stats};
 
 /// How `run` should behave.
@@ -86,7 +86,7 @@ pub fn run(config: &Config, options: RunOptions, shutdown: Arc<AtomicBool>) -> R
 
     let done = Arc::new(AtomicBool::new(false));
     let progress = {
-        let (done, stats) = (done.clone(), registry.stats.clone());
+        let (done, stats) = (done.clone(), registry.roster.clone());
         let bars = options.progress && std::io::stderr().is_terminal();
         std::thread::spawn(move || show_progress(stats, done, bars))
     };
@@ -118,11 +118,15 @@ pub fn run(config: &Config, options: RunOptions, shutdown: Arc<AtomicBool>) -> R
     })
 }
 
-/// Progress bars on a terminal; a log line every few seconds otherwise. Runners started
-/// later (new modules, rebuilds) get their bar when they appear.
-fn show_progress(stats: StatsList, done: Arc<AtomicBool>, bars: bool) {
+/// Progress bars on a terminal; a log line every few seconds otherwise. One line per
+/// runner now running (the serving build, and a rebuild beside it), with its real state;
+/// runners that ended leave the display.
+fn show_progress(roster: Roster, done: Arc<AtomicBool>, bars: bool) {
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let snapshot = || stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let label = |r: &crate::registry::RosterEntry| {
+        let role = if r.rebuild { " (rebuild)" } else { "" };
+        format!("{} v{}{role}", r.name, r.version)
+    };
     let state = |s: &Stats| {
         if s.caught_up.load(Ordering::Relaxed) {
             "live"
@@ -130,25 +134,38 @@ fn show_progress(stats: StatsList, done: Arc<AtomicBool>, bars: bool) {
             "catching up"
         }
     };
+    let snapshot = || roster.lock().unwrap_or_else(|e| e.into_inner()).clone();
     if bars {
         let multi = indicatif::MultiProgress::new();
         let style = indicatif::ProgressStyle::with_template(
-            "{prefix:>20} [{bar:30}] {percent:>3}% {msg} eta {eta}",
+            "{prefix:>28} [{bar:30}] {percent:>3}% {msg} eta {eta}",
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> ");
-        let mut list: Vec<(indicatif::ProgressBar, Arc<Stats>, Instant)> = Vec::new();
+        let mut shown: Vec<(String, indicatif::ProgressBar, Arc<Stats>, Instant)> = Vec::new();
         while !done.load(Ordering::Relaxed) {
-            for (name, s) in snapshot().into_iter().skip(list.len()) {
-                let bar = multi.add(indicatif::ProgressBar::new(load(&s.progress_total).max(1)));
-                bar.set_style(style.clone());
-                bar.set_prefix(name);
-                list.push((bar, s, Instant::now()));
+            let now = snapshot();
+            shown.retain(|(key, bar, _, _)| {
+                let keep = now.iter().any(|r| &label(r) == key);
+                if !keep {
+                    bar.finish();
+                }
+                keep
+            });
+            for r in &now {
+                let key = label(r);
+                if !shown.iter().any(|(k, ..)| *k == key) {
+                    let bar = multi.add(indicatif::ProgressBar::new(1));
+                    bar.set_style(style.clone());
+                    bar.set_prefix(key.clone());
+                    shown.push((key, bar, r.stats.clone(), Instant::now()));
+                }
             }
-            for (bar, s, t0) in &list {
+            for (_, bar, s, t0) in &shown {
                 bar.set_length(load(&s.progress_total).max(1));
                 bar.set_position(load(&s.progress_done));
-                let rate = load(&s.events_read) as f64 / t0.elapsed().as_secs_f64().max(1e-3);
+                let this_run = load(&s.events_read).saturating_sub(load(&s.events_at_start));
+                let rate = this_run as f64 / t0.elapsed().as_secs_f64().max(1e-3);
                 bar.set_message(format!(
                     "{} events, {:.0}/s, {}",
                     load(&s.events_read),
@@ -158,7 +175,7 @@ fn show_progress(stats: StatsList, done: Arc<AtomicBool>, bars: bool) {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        for (bar, _, _) in &list {
+        for (_, bar, _, _) in &shown {
             bar.finish();
         }
     } else {
@@ -167,9 +184,10 @@ fn show_progress(stats: StatsList, done: Arc<AtomicBool>, bars: bool) {
             std::thread::sleep(Duration::from_millis(100));
             if last.elapsed() >= Duration::from_secs(5) {
                 last = Instant::now();
-                for (name, s) in snapshot() {
+                for r in snapshot() {
+                    let s = &r.stats;
                     let (d, t) = (load(&s.progress_done), load(&s.progress_total).max(1));
-                    tracing::info!(projection = %name, events = load(&s.events_read), percent = d * 100 / t, state = state(&s), "progress");
+                    tracing::info!(projection = %label(&r), events = load(&s.events_read), percent = d * 100 / t, state = state(s), "progress");
                 }
             }
         }
@@ -206,11 +224,20 @@ pub fn format_summary(s: &RunSummary) -> String {
     for (path, reason) in &s.rejected {
         out.push_str(&format!("  rejected {}: {reason}\n", path.display()));
     }
-    let events = s.source_events();
-    let through: u64 = s.projections.iter().map(|p| p.events_read).sum();
+    // This run's work only: events read before it (a resumed run) do not count, and a
+    // projection that ran as several builds counts once.
+    let events = s
+        .projections
+        .iter()
+        .map(|p| p.events_this_run)
+        .max()
+        .unwrap_or(0);
+    let through: u64 = s.projections.iter().map(|p| p.events_this_run).sum();
+    let names: std::collections::BTreeSet<&String> =
+        s.projections.iter().map(|p| &p.name).collect();
     out.push_str(&format!(
-        "processed {events} events through {} projections in {:.2} s: {:.0} events/s ({:.0} projection-events/s); modules loaded in {:.2} s\n",
-        s.projections.len(),
+        "processed {events} events in this run through {} projections in {:.2} s: {:.0} events/s ({:.0} projection-events/s); modules loaded in {:.2} s\n",
+        names.len(),
         secs,
         events as f64 / secs,
         through as f64 / secs,

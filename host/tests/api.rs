@@ -291,3 +291,100 @@ fn request_with_accept(base: &str, body: &str) -> String {
     );
     rest.to_string()
 }
+
+/// Load: 32 concurrent clients making point lookups through the API while both shop
+/// projections catch up on COUNT (default 1M) events; prints queries/s, p50/p99 and how
+/// much slower the projections were than without queries.
+#[test]
+#[ignore = "benchmark: scripts/bench.sh runs it"]
+fn bench_queries_while_catching_up() {
+    let count: u64 = std::env::var("COUNT")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(1_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.ndjson");
+    shop_events(&events, 42, count);
+    let ids: Vec<String> = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("\"OrderCreated\""))
+        .take(2000)
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["data"]["orderId"].as_str().map(String::from))
+        .collect();
+    let m = modules(dir.path(), &["order-summary", "customer-stats"]);
+
+    // Without queries: from start to both caught up, as below.
+    let mut cfg = config(dir.path(), &events, &m, 10_000);
+    cfg.batch.commit_events = 200_000;
+    cfg.http.listen = "127.0.0.1:0".into();
+    cfg.data = dir.path().join("quiet");
+    let t0 = Instant::now();
+    let (shutdown, host) = start_host(&cfg);
+    wait_for("the API address", || cfg.data.join("api.address").exists());
+    let base = std::fs::read_to_string(cfg.data.join("api.address")).unwrap();
+    wait_for("both caught up", || {
+        let list = projections(&base);
+        list.len() == 2 && list.iter().all(|p| p["state"] == "caught-up")
+    });
+    let quiet = t0.elapsed().as_secs_f64();
+    shutdown.store(true, Ordering::Relaxed);
+    host.join().unwrap().unwrap();
+
+    // With 32 clients querying until both have caught up.
+    cfg.data = dir.path().join("busy");
+    let data = cfg.data.clone();
+    let t0 = Instant::now();
+    let (shutdown, host) = start_host(&cfg);
+    wait_for("the API address", || data.join("api.address").exists());
+    let base = std::fs::read_to_string(data.join("api.address")).unwrap();
+    wait_for("order-summary to serve", || {
+        sql(&base, "order-summary", "SELECT 1 FROM orders LIMIT 1").status == 200
+    });
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..32)
+        .map(|c| {
+            let (base, ids, stop) = (base.clone(), ids.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut lat = Vec::new();
+                let mut i = c;
+                while !stop.load(Ordering::Relaxed) {
+                    let id = &ids[i % ids.len().max(1)];
+                    let t = Instant::now();
+                    let r = sql(
+                        &base,
+                        "order-summary",
+                        &format!("SELECT * FROM orders WHERE order_id = '{id}'"),
+                    );
+                    assert_eq!(r.status, 200, "{}", r.body);
+                    lat.push(t.elapsed());
+                    i += 32;
+                }
+                lat
+            })
+        })
+        .collect();
+    wait_for("both caught up", || {
+        let list = projections(&base);
+        list.len() == 2 && list.iter().all(|p| p["state"] == "caught-up")
+    });
+    let busy = t0.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let mut lat: Vec<Duration> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    shutdown.store(true, Ordering::Relaxed);
+    host.join().unwrap().unwrap();
+    lat.sort();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    println!(
+        "api under load: {} point lookups in {busy:.2} s = {:.0} queries/s, p50 {:.1} ms, p99 {:.1} ms; projections caught up in {busy:.2} s vs {quiet:.2} s without queries ({:+.0}%)",
+        lat.len(),
+        lat.len() as f64 / busy,
+        pct(0.5).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3,
+        (busy / quiet - 1.0) * 100.0
+    );
+}

@@ -42,6 +42,9 @@ struct Api {
     token: String,
     limits: QueryLimits,
     rates: Mutex<Rates>,
+    /// Queries running at once: the projections' writers share the same cores, so a
+    /// crowd of readers queues here instead of slowing every projection down.
+    queries: tokio::sync::Semaphore,
 }
 
 type Shared = Arc<Api>;
@@ -74,6 +77,7 @@ pub fn start(
             timeout_ms: settings.query_timeout_ms,
         },
         rates: Mutex::default(),
+        queries: tokio::sync::Semaphore::new(settings.query_concurrency.max(1)),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -268,6 +272,9 @@ async fn query(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/x-ndjson"));
     let (data, limits) = (api.data.clone(), api.limits);
+    let Ok(_permit) = api.queries.acquire().await else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the host is shutting down");
+    };
     let answer = tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
         let sink: Option<&mut dyn std::io::Write> = if ndjson { Some(&mut out) } else { None };

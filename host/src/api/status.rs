@@ -51,6 +51,8 @@ pub struct ProjectionStatus {
     pub rolled_back_from: Option<u32>,
     /// Interests of the serving module that matched no event in the whole history.
     pub warnings: Vec<String>,
+    /// Why the last rebuild beside the serving build failed.
+    pub failed_rebuild: Option<String>,
 }
 
 /// A held build, as shown.
@@ -152,6 +154,7 @@ pub fn statuses(
             comparison: serde_json::from_str(&h.comparison).unwrap_or_default(),
         });
         s.rolled_back_from = release.rolled_back.map(|b| b.version);
+        s.failed_rebuild = catalog.failed_rebuild(&entry.name)?;
         if let Some(r) = s.rebuild.as_mut()
             && s.held.as_ref().is_some_and(|h| h.version == r.version)
         {
@@ -267,9 +270,10 @@ pub fn table(statuses: &[ProjectionStatus]) -> String {
             (Some(f), _, _) => f.message.clone(),
             (None, Some(h), _) => format!("v{} HELD: {}", h.version, h.reason),
             (None, None, Some(r)) => format!("rebuilding v{}: {:.0}%", r.version, r.percent),
-            _ => match (s.rolled_back_from, s.warnings.first()) {
-                (Some(v), _) => format!("rolled back from v{v}"),
-                (None, Some(w)) => w.clone(),
+            _ => match (&s.failed_rebuild, s.rolled_back_from, s.warnings.first()) {
+                (Some(f), _, _) => format!("REBUILD FAILED: {f}"),
+                (None, Some(v), _) => format!("rolled back from v{v}"),
+                (None, None, Some(w)) => w.clone(),
                 _ => String::new(),
             },
         };

@@ -33,6 +33,18 @@ mod verify;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as `text` (colored only on a terminal) or `json` (one object per line).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written to stderr.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// For people.
+    Text,
+    /// For log collectors.
+    Json,
 }
 
 #[derive(Subcommand)]

@@ -23,6 +23,9 @@ pub struct Args {
     /// Exit once every projection has caught up with the end of the source.
     #[arg(long)]
     once: bool,
+    /// Address of the HTTP API and status page, overriding `[http] listen`; empty: off.
+    #[arg(long)]
+    http: Option<String>,
 }
 
 /// Run until Ctrl-C (or the end of the source with `--once`), then print the summary.
@@ -33,6 +36,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
     }
     if let Some(d) = a.data {
         config.data = d;
+    }
+    if let Some(h) = a.http {
+        config.http.listen = h;
     }
     let shutdown = Arc::new(AtomicBool::new(false));
     let flag = shutdown.clone();

@@ -230,9 +230,6 @@ pub fn decide<'a>(
     }
 }
 
-/// The live counters of every runner started, for progress display.
-pub type StatsList = Arc<Mutex<Vec<(String, Arc<Stats>)>>>;
-
 /// Module files, projections and their runners.
 pub struct Registry {
     runtime: Arc<Runtime>,
@@ -251,8 +248,6 @@ pub struct Registry {
     recorder: Recorder,
     tx: Sender<Msg>,
     rx: Receiver<Msg>,
-    /// Every runner's counters, for the progress display.
-    pub stats: StatsList,
     /// The runners now, for the API.
     pub roster: Roster,
     /// Modules refused, with the reason.
@@ -283,7 +278,6 @@ impl Registry {
             recorder: Recorder::open(&config.data)?,
             tx,
             rx,
-            stats: Arc::default(),
             roster: Arc::default(),
             rejected: Vec::new(),
             reports: Vec::new(),
@@ -728,10 +722,6 @@ impl Registry {
                 role,
             },
         );
-        self.stats
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((format!("{name} v{version}"), stats.clone()));
         Ok(Some(RunnerHandle {
             id,
             module: module.clone(),

@@ -86,6 +86,8 @@ impl Recorder {
             (Transition::Faulted(reason), true) => {
                 c.set_state(name, ProjectionState::Faulted, Some(reason))?
             }
+            (Transition::Faulted(reason), false) => c.set_failed_rebuild(name, Some(reason))?,
+            (Transition::Started, false) => c.set_failed_rebuild(name, None)?,
             (Transition::Stopped, true) => c.set_state(name, ProjectionState::Stopped, None)?,
             // A rebuild's own progress, or a runner that no longer owns the projection.
             _ => {}

@@ -296,6 +296,9 @@ impl Runner {
             .events_read
             .store(checkpoint.events, Ordering::Relaxed);
         self.stats
+            .events_at_start
+            .store(checkpoint.events, Ordering::Relaxed);
+        self.stats
             .position
             .store(checkpoint.position.commit, Ordering::Relaxed);
         self.stats

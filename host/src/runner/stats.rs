@@ -15,6 +15,8 @@ pub struct Stats {
     pub events_read: AtomicU64,
     /// Commit position of the last event applied.
     pub position: AtomicU64,
+    /// `events_read` when this run started (the rest was read by earlier runs).
+    pub events_at_start: AtomicU64,
     /// Events that matched the interests and went into the module.
     pub events_handled: AtomicU64,
     /// Ops applied to the read model.
@@ -123,8 +125,10 @@ pub struct ProjectionReport {
     pub name: String,
     /// Its manifest version.
     pub version: u32,
-    /// Events read from the source (matched or not).
+    /// Events read from the source (matched or not), in every run.
     pub events_read: u64,
+    /// Of those, read in this run.
+    pub events_this_run: u64,
     /// Events that went into the module.
     pub events_handled: u64,
     /// Ops applied.
@@ -153,6 +157,7 @@ impl ProjectionReport {
             name: module.schema().name.clone(),
             version: module.schema().version,
             events_read: load(&stats.events_read),
+            events_this_run: load(&stats.events_read).saturating_sub(load(&stats.events_at_start)),
             events_handled: load(&stats.events_handled),
             ops_written: load(&stats.ops_written),
             fuel_used: load(&stats.fuel_used),

@@ -187,7 +187,8 @@ impl Catalog {
                  name TEXT PRIMARY KEY, held_version INTEGER, held_generation INTEGER,
                  held_sha256 TEXT, held_reason TEXT, comparison TEXT,
                  rolled_back_version INTEGER, rolled_back_generation INTEGER,
-                 rolled_back_sha256 TEXT, previous_version INTEGER, previous_generation INTEGER)",
+                 rolled_back_sha256 TEXT, previous_version INTEGER, previous_generation INTEGER,
+                 failed_rebuild TEXT)",
         )?;
         Ok(Catalog { conn })
     }
@@ -410,6 +411,29 @@ impl Catalog {
             ],
         )?;
         Ok(())
+    }
+
+    /// Record why a rebuild beside the serving build failed (None: clear it).
+    pub fn set_failed_rebuild(&self, name: &str, reason: Option<&str>) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO releases (name, failed_rebuild) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET failed_rebuild = ?2",
+            params![name, reason],
+        )?;
+        Ok(())
+    }
+
+    /// Why the last rebuild beside the serving build failed, if it did.
+    pub fn failed_rebuild(&self, name: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT failed_rebuild FROM releases WHERE name = ?1",
+                [name],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()?
+            .flatten())
     }
 
     /// Names of projections that are faulted or paused.
