@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup-toolchain.sh
 bash scripts/setup-guest-langs.sh
+bash scripts/setup-k8s-validator.sh   # schemas for deploy/k8s
 bash scripts/setup-browser.sh   # chromium + chromedriver for the status page test
 
 # Lints: formatting and clippy, warnings are errors.

@@ -40,6 +40,9 @@ pub struct Config {
     #[serde(default)]
     /// When a rebuilt version may take over by itself (per projection in `projections`).
     pub release: ReleaseRules,
+    /// Scaling out: this host's shard and its peers.
+    #[serde(default)]
+    pub cluster: crate::cluster::ClusterSettings,
     /// Compiled modules, shared by every host and command of this machine (default:
     /// `$PROJECTOR_CACHE`, else `$XDG_CACHE_HOME/projector/modules`, else
     /// `~/.cache/projector/modules`).
@@ -153,6 +156,9 @@ pub struct BatchSettings {
     pub commit_interval_ms: u64,
     /// How often a caught-up runner looks for new events.
     pub poll_ms: u64,
+    /// While catching up, also commit once this many rows wait in memory: each row read
+    /// or written since the last commit is held until the commit writes it.
+    pub window_rows: usize,
 }
 
 impl Default for BatchSettings {
@@ -163,6 +169,7 @@ impl Default for BatchSettings {
             commit_events: 200_000,
             commit_interval_ms: 1000,
             poll_ms: 50,
+            window_rows: 100_000,
         }
     }
 }
@@ -191,6 +198,18 @@ pub struct ProjectionSettings {
 }
 
 impl Config {
+    /// This host's place in the cluster (one host when `[cluster] shard` is empty).
+    pub fn cluster(&self) -> Result<crate::cluster::Cluster> {
+        let hostname = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .unwrap_or_default();
+        Ok(crate::cluster::Cluster::from_settings(
+            &self.cluster,
+            hostname.trim(),
+        )?)
+    }
+
     /// The release rules of projection `name`.
     pub fn release_rules(&self, name: &str) -> ReleaseRules {
         self.projections

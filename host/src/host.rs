@@ -71,11 +71,16 @@ pub fn run(config: &Config, options: RunOptions, shutdown: Arc<AtomicBool>) -> R
         crate::api::start(
             &config.http,
             &config.data,
+            crate::api::Peers {
+                cluster: config.cluster()?,
+                elsewhere: registry.elsewhere.clone(),
+            },
             registry.roster.clone(),
             registry.commander(),
         )?
     };
-    if options.once && registry.projections() == 0 {
+    let elsewhere = registry.elsewhere.lock().map(|e| e.len()).unwrap_or(0);
+    if options.once && registry.projections() == 0 && elsewhere == 0 {
         anyhow::bail!(
             "no projection module could be loaded from {}",
             config.modules.display()

@@ -152,6 +152,7 @@ pub fn run_into(
         http: Default::default(),
         cache: None,
         release: Default::default(),
+        cluster: Default::default(),
     };
     let options = crate::RunOptions {
         once: true,

@@ -40,18 +40,44 @@ pub fn request(
     token: Option<&str>,
     body: Option<&str>,
 ) -> Result<Response> {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth
+        .as_deref()
+        .map(|a| ("Authorization", a))
+        .into_iter()
+        .collect();
+    request_with(base, method, path, &headers, body.unwrap_or("").as_bytes())
+}
+
+/// Send one request with extra headers (connecting for at most 2 s) and read the answer.
+pub fn request_with(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Response> {
+    use std::net::ToSocketAddrs as _;
     let host = base.strip_prefix("http://").unwrap_or(base);
-    let mut stream = TcpStream::connect(host).with_context(|| format!("connecting to {base}"))?;
+    let host = host.trim_end_matches('/');
+    let addr = host
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {base}"))?
+        .next()
+        .with_context(|| format!("no address for {base}"))?;
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .with_context(|| format!("connecting to {base}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(130)))?;
-    let body = body.unwrap_or("");
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n",
         body.len()
     )?;
+    stream.write_all(body)?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw);

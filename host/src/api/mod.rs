@@ -34,8 +34,17 @@ pub const ADDRESS_FILE: &str = "api.address";
 /// The file in the data folder holding a generated token (owner-only).
 pub const TOKEN_FILE: &str = "api.token";
 
+/// The other hosts: which shard this is, and the projections other shards run.
+pub struct Peers {
+    /// This host's place in the cluster.
+    pub cluster: crate::cluster::Cluster,
+    /// Projections of the modules folder run elsewhere, with their owner shard.
+    pub elsewhere: Arc<Mutex<Vec<(String, usize)>>>,
+}
+
 /// What the handlers share.
 struct Api {
+    peers: Peers,
     data: PathBuf,
     roster: Roster,
     commander: Commander,
@@ -60,6 +69,7 @@ pub struct Server {
 pub fn start(
     settings: &HttpSettings,
     data: &Path,
+    peers: Peers,
     roster: Roster,
     commander: Commander,
 ) -> Result<Option<Server>> {
@@ -68,6 +78,7 @@ pub fn start(
     }
     let token = token(settings, data)?;
     let api = Arc::new(Api {
+        peers,
         data: data.to_path_buf(),
         roster,
         commander,
@@ -204,18 +215,145 @@ async fn page() -> Html<&'static str> {
     Html(include_str!("status.html"))
 }
 
+/// `?local=true`: this host's projections only (what peers ask each other).
+#[derive(Deserialize)]
+struct Local {
+    #[serde(default)]
+    local: bool,
+}
+
 async fn projections(
     State(api): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<Local>,
     headers: HeaderMap,
 ) -> Response {
     if let Some(refused) = authorize(&api, &headers, peer, false) {
         return refused;
     }
-    match current(&api) {
-        Ok(list) => Json(list).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+    let mut list = match current(&api) {
+        Ok(list) => list,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+    };
+    let cluster = &api.peers.cluster;
+    let here = cluster.describe(cluster.index);
+    for s in &mut list {
+        s.owner = Some(here.clone());
     }
+    if !q.local {
+        let elsewhere = api
+            .peers
+            .elsewhere
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let cluster = cluster.clone();
+        let theirs = tokio::task::spawn_blocking(move || from_peers(&cluster, &elsewhere))
+            .await
+            .unwrap_or_default();
+        list.extend(theirs);
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    Json(list).into_response()
+}
+
+/// The statuses of the projections other shards own, asked of each owner once; an
+/// owner that does not answer shows its projections as `unreachable`.
+fn from_peers(
+    cluster: &crate::cluster::Cluster,
+    elsewhere: &[(String, usize)],
+) -> Vec<status::ProjectionStatus> {
+    let mut shards: Vec<usize> = elsewhere.iter().map(|(_, s)| *s).collect();
+    shards.sort_unstable();
+    shards.dedup();
+    let mut out = Vec::new();
+    for shard in shards {
+        let names = elsewhere
+            .iter()
+            .filter(|(_, s)| *s == shard)
+            .map(|(n, _)| n);
+        let answer = cluster.peer(shard).map(|base| {
+            client::request(base, "GET", "/api/projections?local=true", None, None).and_then(|r| {
+                Ok(serde_json::from_str::<Vec<status::ProjectionStatus>>(
+                    &r.body,
+                )?)
+            })
+        });
+        match answer {
+            Some(Ok(list)) => {
+                let owned: Vec<&String> = names.collect();
+                out.extend(list.into_iter().filter(|s| owned.contains(&&s.name)));
+            }
+            _ => out.extend(names.map(|n| status::ProjectionStatus {
+                name: n.clone(),
+                state: "unreachable".into(),
+                owner: Some(cluster.describe(shard)),
+                ..Default::default()
+            })),
+        }
+    }
+    out
+}
+
+/// When another shard owns `name`: its answer to the same request, or a 503 naming it.
+async fn forward(
+    api: &Api,
+    name: &str,
+    method: &str,
+    path_and_query: String,
+    headers: &HeaderMap,
+    body: Vec<u8>,
+) -> Option<Response> {
+    let cluster = &api.peers.cluster;
+    if cluster.owns(name) {
+        return None;
+    }
+    let shard = cluster.owner(name);
+    let who = cluster.describe(shard);
+    let Some(base) = cluster.peer(shard).map(String::from) else {
+        return Some(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "projection `{name}` runs on {who}, whose address is not configured ([cluster] peers)"
+            ),
+        ));
+    };
+    let pass: Vec<(String, String)> = [header::AUTHORIZATION, header::ACCEPT]
+        .iter()
+        .filter_map(|h| {
+            Some((
+                h.as_str().to_string(),
+                headers.get(h)?.to_str().ok()?.to_string(),
+            ))
+        })
+        .collect();
+    let method = method.to_string();
+    let answer = tokio::task::spawn_blocking(move || {
+        let hs: Vec<(&str, &str)> = pass.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        client::request_with(&base, &method, &path_and_query, &hs, &body)
+    })
+    .await;
+    Some(match answer {
+        Ok(Ok(r)) => {
+            let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let ndjson = r.body.starts_with('{') && r.body.contains("}\n");
+            let kind = if ndjson
+                && headers
+                    .get(header::ACCEPT)
+                    .is_some_and(|a| a.to_str().is_ok_and(|a| a.contains("ndjson")))
+            {
+                "application/x-ndjson"
+            } else {
+                "application/json"
+            };
+            (status, [(header::CONTENT_TYPE, kind)], r.body).into_response()
+        }
+        Ok(Err(e)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("projection `{name}` runs on {who}, which is unreachable: {e:#}"),
+        ),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    })
 }
 
 /// Every projection's status now.
@@ -257,6 +395,10 @@ async fn query(
     }
     if let Some(refused) = bad_name(&name) {
         return refused;
+    }
+    let path = format!("/api/projections/{name}/query");
+    if let Some(theirs) = forward(&api, &name, "POST", path, &headers, body.to_vec()).await {
+        return theirs;
     }
     let sql = match serde_json::from_slice::<QueryBody>(&body) {
         Ok(b) => b.sql,
@@ -305,6 +447,10 @@ async fn tables(
     if let Some(refused) = bad_name(&name) {
         return refused;
     }
+    let path = format!("/api/projections/{name}/tables");
+    if let Some(theirs) = forward(&api, &name, "GET", path, &headers, Vec::new()).await {
+        return theirs;
+    }
     match crate::query::tables(&api.data, &name) {
         Ok(t) => Json(t).into_response(),
         Err(e) => error(StatusCode::NOT_FOUND, format!("{e:#}")),
@@ -324,7 +470,11 @@ async fn replay(
     Query(q): Query<Until>,
     headers: HeaderMap,
 ) -> Response {
-    control(&api, &headers, peer, &name, |name| Command::Replay {
+    let call = match q.until {
+        Some(u) => format!("replay?until={u}"),
+        None => "replay".into(),
+    };
+    control(&api, &headers, peer, &name, &call, |name| Command::Replay {
         name,
         until: q.until,
     })
@@ -337,7 +487,10 @@ async fn resume(
     UrlPath(name): UrlPath<String>,
     headers: HeaderMap,
 ) -> Response {
-    control(&api, &headers, peer, &name, |name| Command::Resume { name }).await
+    control(&api, &headers, peer, &name, "resume", |name| {
+        Command::Resume { name }
+    })
+    .await
 }
 
 async fn retry_dead_letters(
@@ -346,7 +499,7 @@ async fn retry_dead_letters(
     UrlPath(name): UrlPath<String>,
     headers: HeaderMap,
 ) -> Response {
-    control(&api, &headers, peer, &name, |name| {
+    control(&api, &headers, peer, &name, "retry-dead-letters", |name| {
         Command::RetryDeadLetters { name }
     })
     .await
@@ -358,8 +511,8 @@ async fn promote(
     UrlPath(name): UrlPath<String>,
     headers: HeaderMap,
 ) -> Response {
-    control(&api, &headers, peer, &name, |name| Command::Promote {
-        name,
+    control(&api, &headers, peer, &name, "promote", |name| {
+        Command::Promote { name }
     })
     .await
 }
@@ -370,8 +523,8 @@ async fn rollback(
     UrlPath(name): UrlPath<String>,
     headers: HeaderMap,
 ) -> Response {
-    control(&api, &headers, peer, &name, |name| Command::Rollback {
-        name,
+    control(&api, &headers, peer, &name, "rollback", |name| {
+        Command::Rollback { name }
     })
     .await
 }
@@ -382,6 +535,7 @@ async fn control(
     headers: &HeaderMap,
     peer: SocketAddr,
     name: &str,
+    call: &str,
     command: impl FnOnce(String) -> Command,
 ) -> Response {
     if let Some(refused) = authorize(api, headers, peer, true) {
@@ -389,6 +543,10 @@ async fn control(
     }
     if let Some(refused) = bad_name(name) {
         return refused;
+    }
+    let path = format!("/api/projections/{name}/{call}");
+    if let Some(theirs) = forward(api, name, "POST", path, headers, Vec::new()).await {
+        return theirs;
     }
     let reply = api.commander.send(command(name.to_string()));
     let answer =

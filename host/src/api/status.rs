@@ -53,6 +53,8 @@ pub struct ProjectionStatus {
     pub warnings: Vec<String>,
     /// Why the last rebuild beside the serving build failed.
     pub failed_rebuild: Option<String>,
+    /// The host that runs it (`shard I/N (URL)`), when asked through the API.
+    pub owner: Option<String>,
 }
 
 /// A held build, as shown.
@@ -277,8 +279,12 @@ pub fn table(statuses: &[ProjectionStatus]) -> String {
                 _ => String::new(),
             },
         };
+        let note = match &s.owner {
+            Some(o) if !o.starts_with("shard 0/1") => format!("[{o}] {note}"),
+            _ => note,
+        };
         out.push_str(&format!(
-            "{:<20} {:>4} {:<10} {:>10} {:>9} {:>9.0} {:>10} {:>10} {:>7} {:>6}  {}\n",
+            "{:<20} {:>4} {:<11} {:>10} {:>9} {:>9.0} {:>10} {:>10} {:>7} {:>6}  {}\n",
             s.name,
             s.version
                 .map(|v| v.to_string())

@@ -23,6 +23,10 @@ pub struct Args {
     /// Exit once every projection has caught up with the end of the source.
     #[arg(long)]
     once: bool,
+    /// This host's shard, "I/N" (or "auto/N" from a StatefulSet pod's ordinal),
+    /// overriding `[cluster] shard`.
+    #[arg(long)]
+    shard: Option<String>,
     /// Address of the HTTP API and status page, overriding `[http] listen`; empty: off.
     #[arg(long)]
     http: Option<String>,
@@ -36,6 +40,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
     }
     if let Some(d) = a.data {
         config.data = d;
+    }
+    if let Some(s) = a.shard {
+        config.cluster.shard = s;
     }
     if let Some(h) = a.http {
         config.http.listen = h;

@@ -250,6 +250,10 @@ pub struct Registry {
     rx: Receiver<Msg>,
     /// The runners now, for the API.
     pub roster: Roster,
+    /// This host's shard.
+    cluster: crate::cluster::Cluster,
+    /// Projections in the modules folder that other shards run: name and owner shard.
+    pub elsewhere: Arc<Mutex<Vec<(String, usize)>>>,
     /// Modules refused, with the reason.
     pub rejected: Vec<(PathBuf, String)>,
     /// Runners that ended, with how.
@@ -279,6 +283,8 @@ impl Registry {
             tx,
             rx,
             roster: Arc::default(),
+            cluster: config.cluster()?,
+            elsewhere: Arc::default(),
             rejected: Vec::new(),
             reports: Vec::new(),
         })
@@ -552,6 +558,15 @@ impl Registry {
         };
         let schema = module.schema().clone();
         let name = schema.name.clone();
+        if !self.cluster.owns(&name) {
+            let owner = self.cluster.owner(&name);
+            let mut elsewhere = self.elsewhere.lock().unwrap_or_else(|e| e.into_inner());
+            if !elsewhere.iter().any(|(n, _)| *n == name) {
+                tracing::info!(projection = %name, "skipped here: {} runs it", self.cluster.describe(owner));
+                elsewhere.push((name, owner));
+            }
+            return Ok(());
+        }
         let running = self.slots.get(&name).map(|s| Running {
             path: &s.path,
             owner: s

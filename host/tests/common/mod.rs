@@ -91,6 +91,7 @@ pub fn config(dir: &Path, source: &Path, modules: &Path, max_events: usize) -> C
             commit_events: 5_000,
             commit_interval_ms: 1000,
             poll_ms: 10,
+            window_rows: 100_000,
         },
         limits: Limits::default(),
         projections: Default::default(),
@@ -103,6 +104,7 @@ pub fn config(dir: &Path, source: &Path, modules: &Path, max_events: usize) -> C
         },
         cache: None,
         release: Default::default(),
+        cluster: Default::default(),
     }
 }
 
