@@ -24,7 +24,7 @@ pub struct RetryReport {
 /// Retry every dead letter of `projection` (the module in the config's modules folder).
 pub fn retry(config: &Config, projection: &str) -> Result<RetryReport> {
     let runtime = Runtime::new(config.limits.clone(), Some(config.cache_dir()))?;
-    let module = crate::registry::module_for(&runtime, &config.modules, projection)?;
+    let module = runtime.find(&config.modules, projection)?;
     let schema = module.schema().clone();
     let generation =
         crate::store::Catalog::open(&config.data)?.generation_of(projection, schema.version)?;

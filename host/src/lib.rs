@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod authoring;
+pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod dead_letters;

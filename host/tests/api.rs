@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
-use projector::api::client::{Response, request};
+use projector::client::{Response, request};
 use serde_json::Value;
 
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {

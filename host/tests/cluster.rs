@@ -10,7 +10,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::*;
-use projector::api::client::request;
+use projector::client::request;
 use projector::cluster::{Cluster, ClusterSettings};
 use serde_json::Value;
 
@@ -107,7 +107,10 @@ fn three_shards_split_the_projections_and_answer_for_each_other() {
         ));
     }
     std::fs::write(&events, lines).unwrap();
-    let modules = modules(dir.path(), &["order-summary", "customer-stats", "tally-v1", "noop"]);
+    let modules = modules(
+        dir.path(),
+        &["order-summary", "customer-stats", "tally-v1", "noop"],
+    );
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let peers: Vec<String> = ports
         .iter()

@@ -6,7 +6,6 @@
 //! <token>`; read-only calls need it only from off the machine. The registry carries out
 //! control calls on its own thread (it is the one writer) and answers through a channel.
 
-pub mod client;
 mod metrics;
 pub mod status;
 
@@ -29,10 +28,8 @@ use crate::registry::{Command, Commander, Roster};
 use crate::schema::valid_projection_name;
 use status::Rates;
 
-/// The file in the data folder naming the running host's API address.
-pub const ADDRESS_FILE: &str = "api.address";
-/// The file in the data folder holding a generated token (owner-only).
-pub const TOKEN_FILE: &str = "api.token";
+use crate::client;
+pub use crate::client::{ADDRESS_FILE, TOKEN_FILE};
 
 /// The other hosts: which shard this is, and the projections other shards run.
 pub struct Peers {

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use projector::Config;
-use projector::api::{client, status};
+use projector::api::status;
+use projector::client;
 
 /// Flags of `projector status`.
 #[derive(clap::Args)]

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use anyhow::{Context as _, Result};
 
 use super::recorder::{Outcome, Recorder, RunnerInfo};
-use super::{Registry, module_for, next_generation};
+use super::{Registry, next_generation};
 use crate::config::Config;
 use crate::runner::{Role, Runner, Transition};
 use crate::runtime::Runtime;
@@ -163,7 +163,7 @@ pub fn request_replay(config: &Config, name: &str, until: Option<u64>) -> Result
         return Ok(Delivery::Requested);
     };
     let runtime = Runtime::new(config.limits.clone(), Some(config.cache_dir()))?;
-    let module = Arc::new(module_for(&runtime, &config.modules, name)?);
+    let module = Arc::new(runtime.find(&config.modules, name)?);
     let recorder = Recorder::open(&config.data)?;
     let generation = next_generation(&config.data, &module);
     let reported = Arc::new(Mutex::new(Vec::new()));
@@ -201,11 +201,11 @@ pub fn request_replay(config: &Config, name: &str, until: Option<u64>) -> Result
 /// on `data`): its answer, or why it refused.
 pub fn ask_host(data: &Path, name: &str, call: &str) -> Option<Result<String>> {
     HostLock::acquire(data).err()?;
-    let base = crate::api::client::address(data)?;
-    let token = crate::api::client::token(data);
+    let base = crate::client::address(data)?;
+    let token = crate::client::token(data);
     let path = format!("/api/projections/{name}/{call}");
     Some(
-        crate::api::client::request(&base, "POST", &path, token.as_deref(), None).and_then(|r| {
+        crate::client::request(&base, "POST", &path, token.as_deref(), None).and_then(|r| {
             let body: serde_json::Value =
                 serde_json::from_str(&r.body).unwrap_or(serde_json::Value::Null);
             match (r.status, body["message"].as_str(), body["error"].as_str()) {

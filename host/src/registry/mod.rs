@@ -773,26 +773,9 @@ impl Registry {
     }
 }
 
-/// The module in `dir` that provides projection `name` (modules that fail to load are skipped).
-pub fn module_for(runtime: &Runtime, dir: &Path, name: &str) -> Result<Module> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading modules folder {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
-        .collect();
-    paths.sort();
-    paths
-        .iter()
-        .filter_map(|p| load(runtime, p).ok())
-        .find(|m| m.schema().name == name)
-        .with_context(|| format!("no module for projection `{name}` in {}", dir.display()))
-}
-
 /// Read and load one module file.
 fn load(runtime: &Runtime, path: &Path) -> Result<Module> {
-    std::fs::read(path)
-        .with_context(|| format!("reading {}", path.display()))
-        .and_then(|bytes| runtime.load(&bytes))
+    runtime.load_file(path)
 }
 
 /// The next unused build number of `module`'s version.

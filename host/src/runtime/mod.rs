@@ -206,6 +206,29 @@ impl Runtime {
         })
     }
 
+    /// Read and load one module file.
+    pub fn load_file(&self, path: &Path) -> Result<Module> {
+        std::fs::read(path)
+            .with_context(|| format!("reading {}", path.display()))
+            .and_then(|bytes| self.load(&bytes))
+    }
+
+    /// The module in folder `dir` that provides projection `name` (files that fail to
+    /// load are skipped).
+    pub fn find(&self, dir: &Path, name: &str) -> Result<Module> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("reading modules folder {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+            .collect();
+        paths.sort();
+        paths
+            .iter()
+            .filter_map(|p| self.load_file(p).ok())
+            .find(|m| m.schema().name == name)
+            .with_context(|| format!("no module for projection `{name}` in {}", dir.display()))
+    }
+
     fn compile_cached(&self, wasm: &[u8], hash: &str) -> Result<(Component, bool)> {
         let Some(dir) = &self.cache_dir else {
             return Ok((compile(&self.engine, wasm)?, false));

@@ -1,4 +1,5 @@
-//! A minimal HTTP/1.1 client for the CLI to reach a running host's API on this machine.
+//! A minimal HTTP/1.1 client of a host's API: the CLI reaching the host running on a data
+//! folder, and hosts forwarding to each other.
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -6,6 +7,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
+
+/// The file in the data folder naming the running host's API address.
+pub const ADDRESS_FILE: &str = "api.address";
+/// The file in the data folder holding a generated token (owner-only).
+pub const TOKEN_FILE: &str = "api.token";
 
 /// A response: status code and body.
 #[derive(Debug, Clone)]
@@ -18,7 +24,7 @@ pub struct Response {
 
 /// The running host's API base URL (`http://host:port`), if it wrote one.
 pub fn address(data: &Path) -> Option<String> {
-    std::fs::read_to_string(data.join(super::ADDRESS_FILE))
+    std::fs::read_to_string(data.join(ADDRESS_FILE))
         .ok()
         .map(|s| s.trim().to_string())
 }
@@ -28,7 +34,7 @@ pub fn token(data: &Path) -> Option<String> {
     std::env::var("PROJECTOR_TOKEN")
         .ok()
         .filter(|t| !t.is_empty())
-        .or_else(|| std::fs::read_to_string(data.join(super::TOKEN_FILE)).ok())
+        .or_else(|| std::fs::read_to_string(data.join(TOKEN_FILE)).ok())
         .map(|t| t.trim().to_string())
 }
 
