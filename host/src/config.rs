@@ -156,9 +156,6 @@ pub struct BatchSettings {
     pub commit_interval_ms: u64,
     /// How often a caught-up runner looks for new events.
     pub poll_ms: u64,
-    /// While catching up, also commit once this many rows wait in memory: each row read
-    /// or written since the last commit is held until the commit writes it.
-    pub window_rows: usize,
 }
 
 impl Default for BatchSettings {
@@ -169,7 +166,6 @@ impl Default for BatchSettings {
             commit_events: 200_000,
             commit_interval_ms: 1000,
             poll_ms: 50,
-            window_rows: 100_000,
         }
     }
 }

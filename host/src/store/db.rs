@@ -381,3 +381,158 @@ impl Drop for ProjectionDb {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wit::{AddOp, Column, ColumnKind, Delta, Interests, Manifest, RowOp, Table};
+
+    const LIMITS: OpLimits = OpLimits {
+        max_ops: 100,
+        max_value_bytes: 100,
+        max_row_bytes: 400,
+    };
+
+    fn open(dir: &Path) -> ProjectionDb {
+        let col = |name: &str, kind| Column {
+            name: name.into(),
+            kind,
+            nullable: false,
+        };
+        let schema = Schema::new(&Manifest {
+            name: "p".into(),
+            version: 1,
+            interests: Interests {
+                event_types: vec![],
+                stream_prefixes: vec![],
+            },
+            tables: vec![Table {
+                name: "t".into(),
+                columns: vec![col("k", ColumnKind::Text), col("n", ColumnKind::Integer)],
+                primary_key: vec!["k".into()],
+                indexes: vec![],
+            }],
+        })
+        .expect("valid manifest");
+        ProjectionDb::open(dir, Arc::new(schema), 1).expect("open")
+    }
+
+    fn cp(n: u64) -> Checkpoint {
+        Checkpoint {
+            position: Position::at(n),
+            events: n,
+        }
+    }
+
+    fn row(k: &str, n: i64) -> Op {
+        Op::Upsert(RowOp {
+            table: "t".into(),
+            row: vec![Value::Text(k.into()), Value::Integer(n)],
+        })
+    }
+
+    fn inc(k: &str, n: i64) -> Op {
+        Op::Increment(AddOp {
+            table: "t".into(),
+            key: vec![Value::Text(k.into())],
+            deltas: vec![Delta {
+                column: "n".into(),
+                by: Value::Integer(n),
+            }],
+        })
+    }
+
+    /// `n` of row `k`, as a module's `get` sees it.
+    fn n(db: &ProjectionDb, k: &str) -> Option<i64> {
+        match db.get("t", &[Value::Text(k.into())]).expect("get")?.get(1) {
+            Some(Value::Integer(n)) => Some(*n),
+            other => panic!("n of {k}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_failed_batch_writes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut db = open(dir.path());
+        db.begin().expect("begin");
+        db.apply_batch(&[row("a", 1)], cp(1), LIMITS)
+            .expect("batch");
+        // Refused by validation, after good ops.
+        let refused = [
+            row("a", 2),
+            row("b", 1),
+            Op::Upsert(RowOp {
+                table: "t".into(),
+                row: vec![],
+            }),
+        ];
+        assert!(db.apply_batch(&refused, cp(2), LIMITS).is_err());
+        // Refused by SQLite (the sum overflows the INTEGER column), after good ops.
+        let overflow = [row("b", 1), inc("a", 2), row("c", i64::MAX), inc("c", 1)];
+        let err = db
+            .apply_batch(&overflow, cp(3), LIMITS)
+            .expect_err("overflow");
+        assert!(matches!(err, OpError::Sql(_)), "{err}");
+        assert_eq!(
+            (n(&db, "a"), n(&db, "b"), n(&db, "c")),
+            (Some(1), None, None)
+        );
+        db.commit().expect("commit");
+        assert_eq!(db.checkpoint().expect("checkpoint"), Some(cp(1)));
+    }
+
+    #[test]
+    fn get_reads_the_batches_of_the_open_transaction_before_they_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut db = open(dir.path());
+        let mut reader = db.reader();
+        db.begin().expect("begin");
+        db.apply_batch(&[row("a", 1), inc("b", 3)], cp(1), LIMITS)
+            .expect("batch");
+        db.apply_batch(&[inc("a", 4)], cp(2), LIMITS)
+            .expect("batch");
+        let got = reader.get("t", &[Value::Text("a".into())]).expect("get");
+        assert!(
+            matches!(got.as_deref(), Some([_, Value::Integer(5)])),
+            "{got:?}"
+        );
+        assert_eq!(
+            n(&db, "b"),
+            Some(3),
+            "an increment of a missing row starts at 0"
+        );
+        let other = Connection::open(build_path(dir.path(), "p", 1, 1)).expect("open");
+        let count = |c: &Connection| -> i64 {
+            c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+                .expect("count")
+        };
+        assert_eq!(
+            count(&other),
+            0,
+            "nothing is visible outside before the commit"
+        );
+        db.commit().expect("commit");
+        assert_eq!(count(&other), 2);
+        assert_eq!(db.checkpoint().expect("checkpoint"), Some(cp(2)));
+    }
+
+    #[test]
+    fn a_probe_undoes_what_it_applied() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut db = open(dir.path());
+        db.begin().expect("begin");
+        db.apply_batch(&[inc("a", 1)], cp(1), LIMITS)
+            .expect("batch");
+        let seen = db
+            .rolled_back(|db| {
+                db.apply_batch(&[inc("a", 10), row("b", 1)], cp(2), LIMITS)
+                    .expect("probe");
+                n(db, "a")
+            })
+            .expect("probe");
+        assert_eq!(seen, Some(11));
+        assert_eq!((n(&db, "a"), n(&db, "b")), (Some(1), None));
+        db.commit().expect("commit");
+        assert_eq!(db.checkpoint().expect("checkpoint"), Some(cp(1)));
+    }
+}
