@@ -1,36 +1,211 @@
 #!/usr/bin/env bash
-# Throughput benchmark: the two shop projections over COUNT (default 1,000,000) shop
-# events, with the sandbox's fuel metering on and off, in the same run. Prints the
-# host's summary for each: events/s and where the time went (read, wasm, sqlite, commit).
+# The benchmark table: COUNT (default 1,000,000) seeded shop events, every row measured
+# in this run on this machine, printed as ONE table at the end (progress on stderr).
+#
+#   noop / order-summary / customer-stats / both   `projector run --once` over the file
+#                                                   (fuel on; "both, fuel off" too)
+#   both over EventStoreDB + raw client ceiling    tests/esdb.rs's benchmark: the test
+#                                                   server in-process, the real client
+#   rebuild                                         `projector replay order-summary`
+#                                                   (offline, a fresh build from event 1)
+#   import                                          `projector import` into the test server
+#   100 loaded projections                          the noop fixture under 100 names,
+#                                                   live on a small file: RSS, idle CPU
+#   native baseline                                 bench/native-baseline: the same two
+#                                                   read models by hand (rusqlite), and
+#                                                   Projector (both) / native
+#
+# COUNT=200000 bash scripts/bench.sh for a quicker run. Rates are source events (lines
+# of the file) per second unless a row says otherwise. Progress and each run's own
+# summary (where the time went) go to stderr; the table alone goes to stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNT=${COUNT:-1000000}
-bin=${CARGO_TARGET_DIR:-target}/release
+target=${CARGO_TARGET_DIR:-target}
+say() { echo "bench: $*" >&2; }
 
 bash scripts/setup-toolchain.sh >/dev/null
-cargo build --release -q -p projector -p shop-events
-"$bin/projector" build projections/order-summary >/dev/null 2>&1
-"$bin/projector" build projections/customer-stats >/dev/null 2>&1
+cargo build --release -q -p projector -p shop-events -p esdb-test-server -p native-baseline
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+server_pid=""
+host_pid=""
+# Ctrl-C for the host, then (after 20 s) a harder stop.
+stop_host() {
+  [ -n "$host_pid" ] || return 0
+  kill -INT "$host_pid" 2>/dev/null || true
+  for _ in $(seq 200); do kill -0 "$host_pid" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$host_pid" 2>/dev/null || true
+  wait "$host_pid" 2>/dev/null || true
+  host_pid=""
+}
+cleanup() {
+  stop_host
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+# Private copies: a rebuild in the shared target dir must not swap them mid-run.
+mkdir "$work/bin"
+for b in projector shop-events esdb-test-server native-baseline; do
+  cp "$target/release/$b" "$work/bin/"
+done
+bin=$work/bin
+export PROJECTOR_CACHE=$work/cache
+for g in order-summary customer-stats test-fixtures/noop; do
+  "$bin/projector" build "projections/$g" -o "$work/wasm/$(basename "$g").wasm" \
+    >/dev/null 2>"$work/build.log" || { cat "$work/build.log" >&2; exit 1; }
+done
 "$bin/shop-events" --count "$COUNT" --seed 42 -o "$work/events.ndjson" 2>/dev/null
-mkdir "$work/modules"
-cp target/projections/order-summary.wasm target/projections/customer-stats.wasm "$work/modules/"
 
-for fuel in 10000000 0; do
-  cat > "$work/fuel-$fuel.toml" <<TOML
-source = "events.ndjson"
-data = "data-$fuel"
+rows=()
+row() { rows+=("$(printf '| %-52s | %12s | %s |' "$1" "$2" "$3")"); }
+# "processed N events ... in S s: R events/s (P projection-events/s); ..." -> "R P S"
+rates() { sed -nE 's/^processed .* in ([0-9.]+) s: ([0-9]+) events\/s \(([0-9]+) projection-events\/s\).*/\2 \3 \1/p'; }
+
+# A config over the file with the named modules; prints its path.
+config() { # name fuel modules...
+  local name=$1 fuel=$2; shift 2
+  mkdir -p "$work/$name/modules"
+  for m in "$@"; do cp "$work/wasm/$m.wasm" "$work/$name/modules/"; done
+  cat > "$work/$name/projector.toml" <<TOML
+source = "$work/events.ndjson"
+data = "data"
 modules = "modules"
+[batch]
+max_events = 10000
+commit_events = 200000
 [limits]
 fuel_per_event = $fuel
+[http]
+listen = ""
 TOML
-  echo "== $COUNT events, fuel_per_event = $fuel ($([ "$fuel" = 0 ] && echo "fuel off" || echo "fuel on"))"
-  "$bin/projector" run --config "$work/fuel-$fuel.toml" --once 2>/dev/null
+  echo "$work/$name/projector.toml"
+}
+
+# 1. Projections over the file.
+both_rate=""
+for spec in "noop:10000000:noop" "order-summary:10000000:order-summary" \
+            "customer-stats:10000000:customer-stats" \
+            "both:10000000:order-summary customer-stats" \
+            "both-fuel-off:0:order-summary customer-stats"; do
+  IFS=: read -r name fuel mods <<<"$spec"
+  say "$name over the file"
+  # shellcheck disable=SC2086
+  cfg=$(config "$name" "$fuel" $mods)
+  # The host's summary (where the time went) goes to stderr; the table takes the rates.
+  read -r rate prate secs < <("$bin/projector" run --config "$cfg" --once 2>/dev/null \
+    | tee /dev/stderr | rates)
+  case $name in
+    noop) row "noop (host + Wasm boundary only)" "$rate" "${secs} s" ;;
+    both) both_rate=$rate
+          row "both shop projections" "$rate" "${prate} projection-events/s, ${secs} s" ;;
+    both-fuel-off) row "both, fuel metering off" "$rate" "${prate} projection-events/s, ${secs} s" ;;
+    *) row "$name alone" "$rate" "${secs} s" ;;
+  esac
 done
 
-# The EventStoreDB path: the same shop data served by the protocol-level test server,
-# through the real client, against the raw client's subscription ceiling (same run).
-echo "== EventStoreDB path (test server in this process; BENCH_EVENTS=${BENCH_EVENTS:-300000})"
-cargo test --release -q -p projector --test esdb bench_esdb -- --ignored --nocapture 2>/dev/null \
-  | grep -E "esdb path|events read|processed"
+# 2. Rebuild: a fresh build of order-summary from the first event, offline.
+say "rebuild (replay order-summary)"
+t0=$(date +%s.%N)
+"$bin/projector" replay --config "$work/both/projector.toml" order-summary >/dev/null 2>&1
+t1=$(date +%s.%N)
+secs=$(echo "$t1 - $t0" | bc -l)
+row "rebuild order-summary (projector replay)" "$(echo "$COUNT / $secs" | bc)" \
+  "$(printf '%.1f s for %s events, both builds on disk' "$secs" "$COUNT")"
+
+# 3. The EventStoreDB path against the raw client's ceiling, same data, same run.
+say "EventStoreDB path ($COUNT events through the test server and the real client)"
+esdb=$(BENCH_EVENTS=$COUNT cargo test --release -q -p projector --test esdb bench_esdb \
+  -- --ignored --nocapture 2>/dev/null | grep -E '^esdb path' || true)
+line=$(grep -F 'order-summary + customer-stats:' <<<"$esdb" || true)
+raw=$(sed -nE 's/.*raw client subscription ([0-9]+) events\/s.*/\1/p' <<<"$line")
+prj=$(sed -nE 's/.*projector ([0-9]+) events\/s = ([0-9]+)% of the raw ceiling.*/\1 \2/p' <<<"$line")
+if [ -n "$raw" ] && [ -n "$prj" ]; then
+  read -r rate share <<<"$prj"
+  row "both over EventStoreDB (test server, real client)" "$rate" \
+    "${share}% of the raw client ceiling, ${raw} events/s measured in the same run"
+else
+  row "both over EventStoreDB" "failed" "see: cargo test --release -p projector --test esdb bench_esdb -- --ignored"
+fi
+
+# 4. Import into the test server (batch append, pipelined).
+say "import"
+"$bin/esdb-test-server" --listen 127.0.0.1:0 > "$work/server.out" 2>/dev/null &
+server_pid=$!
+for _ in $(seq 100); do grep -q 'listening on' "$work/server.out" 2>/dev/null && break; sleep 0.1; done
+url=$(sed -nE 's/^listening on ([^ ]+) .*/\1/p' "$work/server.out")
+imp=$("$bin/projector" import --source "$work/events.ndjson" --to "$url" 2>/dev/null)
+again=$("$bin/projector" import --source "$work/events.ndjson" --to "$url" 2>/dev/null)
+kill "$server_pid"; server_pid=""
+per_s() { sed -nE 's/.* in ([0-9.]+) s: ([0-9]+) events\/s.*/\2 \1/p'; }
+read -r rate secs < <(per_s <<<"$imp")
+read -r rate2 _ < <(per_s <<<"$again")
+row "import into EventStoreDB (test server)" "$rate" \
+  "${secs} s; importing again (appends nothing): ${rate2} events/s; before: ~22 events/s"
+
+# 5. 100 loaded projections, live on a small file: resident memory and idle CPU.
+say "100 loaded projections"
+mkdir -p "$work/hundred/modules"
+head -n 1000 "$work/events.ndjson" > "$work/hundred/events.ndjson"
+# The noop fixture under 100 names: its manifest name "noop" is one i32.const in the
+# code (4 bytes); each copy gets "n000".."n099" in its place (same encoded length).
+python3 - "$work/wasm/noop.wasm" "$work/hundred/modules" <<'PY'
+import sys
+def sleb(v):
+    out = bytearray()
+    while True:
+        b = v & 0x7f; v >>= 7
+        if (v == 0 and not b & 0x40) or (v == -1 and b & 0x40):
+            out.append(b); return bytes(out)
+        out.append(b | 0x80)
+src, out = sys.argv[1], sys.argv[2]
+wasm = open(src, "rb").read()
+old = b"\x41" + sleb(int.from_bytes(b"noop", "little"))
+assert wasm.count(old) == 1, "the noop fixture changed: its name is not one i32.const"
+for i in range(100):
+    name = b"n%03d" % i
+    new = b"\x41" + sleb(int.from_bytes(name, "little"))
+    assert len(new) == len(old)
+    open(f"{out}/{name.decode()}.wasm", "wb").write(wasm.replace(old, new))
+PY
+cat > "$work/hundred/projector.toml" <<TOML
+source = "events.ndjson"
+data = "data"
+modules = "modules"
+[http]
+listen = ""
+TOML
+"$bin/projector" run --config "$work/hundred/projector.toml" >/dev/null 2>"$work/hundred/log" &
+host_pid=$!
+ticks() { awk '{print $14 + $15}' "/proc/$host_pid/stat"; }
+hz=$(getconf CLK_TCK)
+# Loaded (100 modules compiled) and caught up with the file.
+loaded=0
+for _ in $(seq 600); do
+  loaded=$("$bin/projector" status --config "$work/hundred/projector.toml" 2>/dev/null \
+    | grep -c ' caught-up ' || true)
+  [ "$loaded" -ge 100 ] && break
+  sleep 0.5
+done
+sleep 2
+a=$(ticks); sleep 10; b=$(ticks)
+rss=$(awk '/VmRSS/ {print $2}' "/proc/$host_pid/status")
+stop_host
+row "100 loaded projections, idle (caught up, live)" "-" \
+  "$((rss / 1024)) MiB RSS, $(printf '%.0f' "$(echo "100 * ($b - $a) / $hz / 10" | bc -l)")% of one core while idle; ${loaded} of 100 caught up"
+
+# 6. The native baseline: the same two read models by hand.
+say "native baseline"
+nat=$("$bin/native-baseline" "$work/events.ndjson" "$work/native.sqlite" --check)
+nrate=$(sed -nE 's/^native baseline: .* ([0-9]+) events\/s$/\1/p' <<<"$nat")
+nsecs=$(sed -nE 's/^native baseline: .* in ([0-9.]+) s:.*/\1/p' <<<"$nat")
+row "native baseline (Rust + rusqlite, both read models)" "$nrate" \
+  "${nsecs} s, one thread, one transaction per 10,000 events; tables checked against the fold"
+row "ratio Projector (both) / native" "$(printf '%.2f' "$(echo "$both_rate / $nrate" | bc -l)")" \
+  "both shop projections through Projector, per native event/s"
+
+echo
+echo "Projector benchmark: $COUNT shop events (seed 42), $(nproc) cores, $(date +%F)"
+printf '| %-52s | %12s | %s |\n' "run" "events/s" "notes"
+printf '|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..54})" "$(printf -- '-%.0s' {1..14})" "-------"
+printf '%s\n' "${rows[@]}"

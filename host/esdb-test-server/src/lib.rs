@@ -10,6 +10,7 @@
 //! with an error, [`TestServer::stop`] / [`TestServer::start_again`] take the port down
 //! and bring it back with the same data (refused connections in between), and
 //! [`TestServer::stall`] makes subscriptions go quiet for a while.
+//! [`TestServer::set_batch_append`] hides batch append, like a server older than 21.10.
 // Handlers answer with tonic's `Status`, as the generated service traits require.
 #![allow(clippy::result_large_err)]
 
@@ -36,6 +37,7 @@ pub mod proto {
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -116,9 +118,15 @@ struct Shared {
     /// Subscriptions send nothing until this instant.
     stalled_until: Mutex<Option<Instant>>,
     /// Subscriptions served so far (for tests to see resubscriptions).
-    subscriptions: std::sync::atomic::AtomicU64,
+    subscriptions: AtomicU64,
     /// Subscriptions open now.
-    live: std::sync::atomic::AtomicU64,
+    live: AtomicU64,
+    /// Append requests answered (unary appends and batch-append requests alike).
+    appends: AtomicU64,
+    /// Batch-append sessions opened.
+    batch_sessions: AtomicU64,
+    /// Whether `BatchAppend` is offered (and advertised).
+    batch_append: AtomicBool,
 }
 
 /// A running test server.
@@ -149,6 +157,9 @@ impl TestServer {
             stalled_until: Mutex::new(None),
             subscriptions: Default::default(),
             live: Default::default(),
+            appends: Default::default(),
+            batch_sessions: Default::default(),
+            batch_append: AtomicBool::new(true),
         });
         let (runtime, addr) = serve(addr, shared.clone())?;
         Ok(TestServer {
@@ -194,14 +205,29 @@ impl TestServer {
 
     /// `$all` subscriptions opened so far.
     pub fn subscriptions_served(&self) -> u64 {
-        self.shared
-            .subscriptions
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.shared.subscriptions.load(Ordering::Relaxed)
     }
 
     /// `$all` subscriptions open now.
     pub fn live_subscriptions(&self) -> u64 {
-        self.shared.live.load(std::sync::atomic::Ordering::Relaxed)
+        self.shared.live.load(Ordering::Relaxed)
+    }
+
+    /// Append requests answered so far (unary appends and batch-append requests).
+    pub fn appends_served(&self) -> u64 {
+        self.shared.appends.load(Ordering::Relaxed)
+    }
+
+    /// Batch-append sessions opened so far.
+    pub fn batch_sessions_served(&self) -> u64 {
+        self.shared.batch_sessions.load(Ordering::Relaxed)
+    }
+
+    /// Offer batch append or not (on by default); off, the server neither advertises
+    /// nor serves it, like EventStoreDB before 21.10. Clients read the advertised
+    /// methods when they connect.
+    pub fn set_batch_append(&self, on: bool) {
+        self.shared.batch_append.store(on, Ordering::Relaxed);
     }
 
     /// End every live subscription with an `Unavailable` error.
@@ -283,6 +309,10 @@ fn serve(addr: SocketAddr, shared: Arc<Shared>) -> Result<(tokio::runtime::Runti
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let result = tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            // Kestrel's HTTP/2 defaults, as an EventStoreDB / KurrentDB server has them
+            // (h2's own 64 KiB would hold a pipelining client back).
+            .initial_stream_window_size(Some(768 * 1024))
+            .initial_connection_window_size(Some(1024 * 1024))
             .add_service(streams::streams_server::StreamsServer::new(service.clone()))
             .add_service(features::server_features_server::ServerFeaturesServer::new(
                 service,
@@ -312,11 +342,15 @@ impl features::server_features_server::ServerFeatures for Service {
             service_name: service.into(),
             features: vec![],
         };
+        let mut methods = vec![
+            method("event_store.client.streams.streams", "read"),
+            method("event_store.client.streams.streams", "append"),
+        ];
+        if self.shared.batch_append.load(Ordering::Relaxed) {
+            methods.push(method("event_store.client.streams.streams", "batchappend"));
+        }
         Ok(Response::new(features::SupportedMethods {
-            methods: vec![
-                method("event_store.client.streams.streams", "read"),
-                method("event_store.client.streams.streams", "append"),
-            ],
+            methods,
             event_store_server_version: "24.10.0".into(),
         }))
     }
@@ -329,18 +363,14 @@ struct Live(Arc<Shared>);
 
 impl Live {
     fn new(shared: Arc<Shared>) -> Live {
-        shared
-            .live
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        shared.live.fetch_add(1, Ordering::Relaxed);
         Live(shared)
     }
 }
 
 impl Drop for Live {
     fn drop(&mut self) {
-        self.0
-            .live
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.live.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -665,9 +695,7 @@ impl streams::streams_server::Streams for Service {
                 });
             }
             None if plan.stream.is_none() => {
-                self.shared
-                    .subscriptions
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.shared.subscriptions.fetch_add(1, Ordering::Relaxed);
                 let live = Live::new(self.shared.clone());
                 tokio::spawn(async move {
                     subscribe(live.0.clone(), plan, tx).await;
@@ -690,112 +718,55 @@ impl streams::streams_server::Streams for Service {
         else {
             return Err(Status::invalid_argument("append must start with options"));
         };
-        let stream = options
-            .stream_identifier
-            .map(|i| String::from_utf8_lossy(&i.stream_name).into_owned())
-            .unwrap_or_default();
-        let mut proposed = Vec::new();
+        let stream = stream_name(options.stream_identifier);
+        let expect = match options.expected_stream_revision {
+            Some(Expected::Revision(r)) => Expect::Revision(r),
+            Some(Expected::NoStream(_)) => Expect::NoStream,
+            Some(Expected::StreamExists(_)) => Expect::Exists,
+            _ => Expect::Any,
+        };
+        let mut events = Vec::new();
         while let Some(m) = incoming.message().await? {
             if let Some(Content::ProposedMessage(p)) = m.content {
-                proposed.push(p);
+                events.push(new_event(
+                    &stream,
+                    p.id,
+                    &p.metadata,
+                    p.custom_metadata,
+                    p.data,
+                )?);
             }
         }
-        let mut events = Vec::with_capacity(proposed.len());
-        for p in proposed {
-            let id = match p.id.and_then(|u| u.value) {
-                Some(common::uuid::Value::String(s)) => s
-                    .parse()
-                    .map_err(|e| Status::invalid_argument(format!("bad event id: {e}")))?,
-                Some(common::uuid::Value::Structured(s)) => {
-                    let mut b = [0u8; 16];
-                    b[..8].copy_from_slice(&s.most_significant_bits.to_be_bytes());
-                    b[8..].copy_from_slice(&s.least_significant_bits.to_be_bytes());
-                    uuid::Uuid::from_bytes(b)
-                }
-                None => uuid::Uuid::new_v4(),
-            };
-            let get = |k: &str| p.metadata.get(k).cloned().unwrap_or_default();
-            events.push(NewEvent {
-                stream: stream.clone(),
-                event_type: get("type"),
-                id,
-                data: p.data,
-                metadata: p.custom_metadata,
-                content_type: get("content-type"),
-                created_ms: SystemTime::now()
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64),
-            });
+        if events.is_empty() {
+            return Err(Status::invalid_argument("no events to append"));
         }
-
-        let mut log = self.shared.log.write().unwrap_or_else(|e| e.into_inner());
-        let current = log.streams.get(&stream).map(|r| r.len() as u64);
-        // The revision the first new event would get if the expectation holds.
-        let first = match options.expected_stream_revision {
-            Some(Expected::Revision(r)) => Some(r + 1),
-            Some(Expected::NoStream(_)) => Some(0),
-            _ => None,
-        };
-        // An append retried with the same ids at the same revisions succeeds, once.
-        if let Some(first) = first {
-            let existing = log
-                .streams
-                .get(&stream)
-                .map(|r| r.as_slice())
-                .unwrap_or(&[]);
-            let same = !events.is_empty()
-                && events.iter().enumerate().all(|(k, e)| {
-                    existing
-                        .get(first as usize + k)
-                        .is_some_and(|&i| log.all[i].event.id == e.id)
-                });
-            if same {
-                let last = existing[first as usize + events.len() - 1];
-                return Ok(Response::new(success(
-                    first + events.len() as u64 - 1,
-                    log.all[last].position,
-                )));
+        match self.shared.append(&stream, expect, events) {
+            Ok((revision, position)) => Ok(Response::new(success(revision, position))),
+            Err(current) => {
+                use streams::append_resp::wrong_expected_version::{
+                    CurrentRevisionOption, ExpectedRevisionOption,
+                };
+                let wrong = streams::append_resp::WrongExpectedVersion {
+                    current_revision_option: Some(match current {
+                        Some(n) => CurrentRevisionOption::CurrentRevision(n),
+                        None => CurrentRevisionOption::CurrentNoStream(common::Empty {}),
+                    }),
+                    expected_revision_option: Some(match expect {
+                        Expect::Revision(r) => ExpectedRevisionOption::ExpectedRevision(r),
+                        Expect::NoStream => {
+                            ExpectedRevisionOption::ExpectedNoStream(common::Empty {})
+                        }
+                        Expect::Exists => {
+                            ExpectedRevisionOption::ExpectedStreamExists(common::Empty {})
+                        }
+                        Expect::Any => ExpectedRevisionOption::ExpectedAny(common::Empty {}),
+                    }),
+                    ..Default::default()
+                };
+                Ok(Response::new(streams::AppendResp {
+                    result: Some(streams::append_resp::Result::WrongExpectedVersion(wrong)),
+                }))
             }
-        }
-        let ok = match options.expected_stream_revision {
-            Some(Expected::Revision(r)) => current == Some(r + 1),
-            Some(Expected::NoStream(_)) => current.is_none(),
-            Some(Expected::StreamExists(_)) => current.is_some(),
-            _ => true,
-        };
-        if !ok {
-            use streams::append_resp::wrong_expected_version::{
-                CurrentRevisionOption, ExpectedRevisionOption,
-            };
-            let wrong = streams::append_resp::WrongExpectedVersion {
-                current_revision_option: Some(match current {
-                    Some(n) => CurrentRevisionOption::CurrentRevision(n - 1),
-                    None => CurrentRevisionOption::CurrentNoStream(common::Empty {}),
-                }),
-                expected_revision_option: Some(match options.expected_stream_revision {
-                    Some(Expected::Revision(r)) => ExpectedRevisionOption::ExpectedRevision(r),
-                    Some(Expected::NoStream(_)) => {
-                        ExpectedRevisionOption::ExpectedNoStream(common::Empty {})
-                    }
-                    Some(Expected::StreamExists(_)) => {
-                        ExpectedRevisionOption::ExpectedStreamExists(common::Empty {})
-                    }
-                    _ => ExpectedRevisionOption::ExpectedAny(common::Empty {}),
-                }),
-                ..Default::default()
-            };
-            return Ok(Response::new(streams::AppendResp {
-                result: Some(streams::append_resp::Result::WrongExpectedVersion(wrong)),
-            }));
-        }
-        let mut last = None;
-        for e in events {
-            last = Some(log.push(e));
-        }
-        self.shared.head.send_replace(log.all.len());
-        match last {
-            Some(e) => Ok(Response::new(success(e.revision, e.position))),
-            None => Err(Status::invalid_argument("no events to append")),
         }
     }
 
@@ -819,11 +790,55 @@ impl streams::streams_server::Streams for Service {
 
     async fn batch_append(
         &self,
-        _: Request<Streaming<streams::BatchAppendReq>>,
+        request: Request<Streaming<streams::BatchAppendReq>>,
     ) -> Result<Response<Self::BatchAppendStream>, Status> {
-        Err(Status::unimplemented(
-            "batch append is not part of the test server",
-        ))
+        if !self.shared.batch_append.load(Ordering::Relaxed) {
+            return Err(Status::unimplemented(
+                "batch append is switched off on this test server",
+            ));
+        }
+        self.shared.batch_sessions.fetch_add(1, Ordering::Relaxed);
+        let mut incoming = request.into_inner();
+        let (tx, rx) = mpsc::channel(1024);
+        let shared = self.shared.clone();
+        // One session: requests are applied in the order they arrive; a request may
+        // come in several parts (`is_final` on the last), keyed by its correlation id.
+        tokio::spawn(async move {
+            let mut parts: HashMap<uuid::Uuid, (Option<BatchOptions>, Vec<Proposed>)> =
+                HashMap::new();
+            loop {
+                let req = match incoming.message().await {
+                    Ok(Some(req)) => req,
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::debug!("batch append session ended: {e}");
+                        return;
+                    }
+                };
+                let Some(correlation) = req.correlation_id.as_ref().and_then(uuid_of) else {
+                    let _ = tx
+                        .send(Err(Status::invalid_argument(
+                            "batch append request without a correlation id",
+                        )))
+                        .await;
+                    return;
+                };
+                let entry = parts.entry(correlation).or_default();
+                if req.options.is_some() {
+                    entry.0 = req.options;
+                }
+                entry.1.extend(req.proposed_messages);
+                if !req.is_final {
+                    continue;
+                }
+                let (options, proposed) = parts.remove(&correlation).unwrap_or_default();
+                let reply = shared.batch_request(correlation, options, proposed);
+                if tx.send(Ok(reply)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
 
@@ -840,6 +855,210 @@ fn success(revision: u64, position: u64) -> streams::AppendResp {
             },
         )),
     }
+}
+
+type BatchOptions = streams::batch_append_req::Options;
+type Proposed = streams::batch_append_req::ProposedMessage;
+
+/// What an append expects of its stream.
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    Any,
+    NoStream,
+    Exists,
+    Revision(u64),
+}
+
+impl Shared {
+    /// Append `events` to `stream` if `expect` holds: the last event's revision and
+    /// position, or the stream's current revision (None: no stream) when it does not.
+    /// An append retried with the same ids at the same revisions succeeds, once.
+    fn append(
+        &self,
+        stream: &str,
+        expect: Expect,
+        events: Vec<NewEvent>,
+    ) -> Result<(u64, u64), Option<u64>> {
+        self.appends.fetch_add(1, Ordering::Relaxed);
+        let mut log = self.log.write().unwrap_or_else(|e| e.into_inner());
+        let existing = log.streams.get(stream).map_or(&[][..], |r| r.as_slice());
+        let current = existing.len().checked_sub(1).map(|r| r as u64);
+        // The revision the first new event would get if the expectation holds.
+        let first = match expect {
+            Expect::Revision(r) => Some(r + 1),
+            Expect::NoStream => Some(0),
+            _ => None,
+        };
+        if let Some(first) = first {
+            let same = !events.is_empty()
+                && events.iter().enumerate().all(|(k, e)| {
+                    existing
+                        .get(first as usize + k)
+                        .is_some_and(|&i| log.all[i].event.id == e.id)
+                });
+            if same {
+                let last = existing[first as usize + events.len() - 1];
+                return Ok((first + events.len() as u64 - 1, log.all[last].position));
+            }
+        }
+        let ok = match expect {
+            Expect::Revision(r) => current == Some(r),
+            Expect::NoStream => current.is_none(),
+            Expect::Exists => current.is_some(),
+            Expect::Any => true,
+        };
+        if !ok {
+            return Err(current);
+        }
+        let mut last = (current.unwrap_or(0), 0);
+        for e in events {
+            let stored = log.push(e);
+            last = (stored.revision, stored.position);
+        }
+        self.head.send_replace(log.all.len());
+        Ok(last)
+    }
+
+    /// Apply one batch-append request and answer it.
+    fn batch_request(
+        &self,
+        correlation: uuid::Uuid,
+        options: Option<BatchOptions>,
+        proposed: Vec<Proposed>,
+    ) -> streams::BatchAppendResp {
+        use streams::batch_append_req::options::ExpectedStreamPosition as Req;
+        use streams::batch_append_resp::{self as resp, ExpectedStreamPosition as Echo};
+        let options = options.unwrap_or_default();
+        let stream = stream_name(options.stream_identifier);
+        let (expect, echo) = match options.expected_stream_position {
+            Some(Req::StreamPosition(r)) => (Expect::Revision(r), Echo::StreamPosition(r)),
+            Some(Req::NoStream(())) => (Expect::NoStream, Echo::NoStream(())),
+            Some(Req::StreamExists(())) => (Expect::Exists, Echo::StreamExists(())),
+            _ => (Expect::Any, Echo::Any(())),
+        };
+        let events: Result<Vec<NewEvent>, Status> = proposed
+            .into_iter()
+            .map(|p| new_event(&stream, p.id, &p.metadata, p.custom_metadata, p.data))
+            .collect();
+        let error = |code: tonic::Code, message: String, details: Option<prost_types::Any>| {
+            resp::Result::Error(proto::google::rpc::Status {
+                code: code as i32,
+                message,
+                details,
+            })
+        };
+        let result = match events {
+            Err(status) => error(status.code(), status.message().to_string(), None),
+            Ok(events) if events.is_empty() => {
+                let log = self.log.read().unwrap_or_else(|e| e.into_inner());
+                let current = log.streams.get(&stream).map(|r| r.len() as u64 - 1);
+                use resp::success::CurrentRevisionOption as Current;
+                resp::Result::Success(resp::Success {
+                    current_revision_option: Some(match current {
+                        Some(r) => Current::CurrentRevision(r),
+                        None => Current::NoStream(()),
+                    }),
+                    position_option: Some(resp::success::PositionOption::NoPosition(())),
+                })
+            }
+            Ok(events) => match self.append(&stream, expect, events) {
+                Ok((revision, position)) => resp::Result::Success(resp::Success {
+                    current_revision_option: Some(
+                        resp::success::CurrentRevisionOption::CurrentRevision(revision),
+                    ),
+                    position_option: Some(resp::success::PositionOption::Position(
+                        common::AllStreamPosition {
+                            commit_position: position,
+                            prepare_position: position,
+                        },
+                    )),
+                }),
+                Err(current) => {
+                    use common::wrong_expected_version::{
+                        CurrentStreamRevisionOption as C, ExpectedStreamPositionOption as E,
+                    };
+                    let details = common::WrongExpectedVersion {
+                        current_stream_revision_option: Some(match current {
+                            Some(r) => C::CurrentStreamRevision(r),
+                            None => C::CurrentNoStream(()),
+                        }),
+                        expected_stream_position_option: Some(match expect {
+                            Expect::Revision(r) => E::ExpectedStreamPosition(r),
+                            Expect::NoStream => E::ExpectedNoStream(()),
+                            Expect::Exists => E::ExpectedStreamExists(()),
+                            Expect::Any => E::ExpectedAny(()),
+                        }),
+                    };
+                    // As the server answers: message "WrongExpectedVersion", code
+                    // ALREADY_EXISTS, the details packed.
+                    error(
+                        tonic::Code::AlreadyExists,
+                        "WrongExpectedVersion".into(),
+                        Some(prost_types::Any {
+                            type_url: "type.googleapis.com/event_store.client.WrongExpectedVersion"
+                                .into(),
+                            value: prost::Message::encode_to_vec(&details),
+                        }),
+                    )
+                }
+            },
+        };
+        streams::BatchAppendResp {
+            correlation_id: Some(common::Uuid {
+                value: Some(common::uuid::Value::String(correlation.to_string())),
+            }),
+            stream_identifier: Some(stream_id(&stream)),
+            result: Some(result),
+            expected_stream_position: Some(echo),
+        }
+    }
+}
+
+/// A stream name off the wire.
+fn stream_name(id: Option<common::StreamIdentifier>) -> String {
+    id.map(|i| String::from_utf8_lossy(&i.stream_name).into_owned())
+        .unwrap_or_default()
+}
+
+/// A UUID off the wire (string or structured form).
+fn uuid_of(u: &common::Uuid) -> Option<uuid::Uuid> {
+    match u.value.as_ref()? {
+        common::uuid::Value::String(s) => s.parse().ok(),
+        common::uuid::Value::Structured(s) => {
+            let mut b = [0u8; 16];
+            b[..8].copy_from_slice(&s.most_significant_bits.to_be_bytes());
+            b[8..].copy_from_slice(&s.least_significant_bits.to_be_bytes());
+            Some(uuid::Uuid::from_bytes(b))
+        }
+    }
+}
+
+/// A proposed event (unary or batch append) as the log stores it.
+fn new_event(
+    stream: &str,
+    id: Option<common::Uuid>,
+    metadata: &HashMap<String, String>,
+    custom_metadata: Vec<u8>,
+    data: Vec<u8>,
+) -> Result<NewEvent, Status> {
+    let id = match id {
+        Some(u) if u.value.is_some() => {
+            uuid_of(&u).ok_or_else(|| Status::invalid_argument("bad event id"))?
+        }
+        _ => uuid::Uuid::new_v4(),
+    };
+    let get = |k: &str| metadata.get(k).cloned().unwrap_or_default();
+    Ok(NewEvent {
+        stream: stream.to_string(),
+        event_type: get("type"),
+        id,
+        data,
+        metadata: custom_metadata,
+        content_type: get("content-type"),
+        created_ms: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    })
 }
 
 /// Read an NDJSON event file (the format `projector` reads: `stream`, `type`, `data`,
