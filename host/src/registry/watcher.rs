@@ -104,7 +104,12 @@ pub fn notify<T: Send + 'static>(
     if mode == WatchMode::Poll {
         return None;
     }
-    let watcher = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Opening or reading the folder is an event too (the rescan itself makes them):
+        // waking on those would turn the loop as fast as it can rescan.
+        if event.is_ok_and(|e| e.kind.is_access()) {
+            return;
+        }
         let _ = tx.send(wake());
     })
     .and_then(|mut w| {
