@@ -252,6 +252,18 @@ fn a_running_host_answers_over_http() {
         r.body
             .contains("projector_state{projection=\"order-summary\",state=\"caught-up\"} 1")
     );
+    assert!(
+        r.body
+            .contains("# TYPE projector_batch_duration_seconds histogram")
+            && r.body
+                .contains("projector_batch_duration_seconds_count{projection=\"order-summary\"}"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body
+            .contains("projector_fuel_used{projection=\"order-summary\"}")
+    );
     let r = call(&base, "GET", "/", None, None);
     assert_eq!(r.status, 200);
     assert!(r.body.contains("id=\"query-run\""));

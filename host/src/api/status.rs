@@ -55,6 +55,27 @@ pub struct ProjectionStatus {
     pub failed_rebuild: Option<String>,
     /// The host that runs it (`shard I/N (URL)`), when asked through the API.
     pub owner: Option<String>,
+    /// Fuel its module used.
+    pub fuel_used: u64,
+    /// Largest memory an instance of its module grew to, in bytes.
+    pub peak_memory_bytes: u64,
+    /// Seconds between now and the creation time of the last event applied (0 when
+    /// events carry no creation time).
+    pub lag_seconds: f64,
+    /// Batch durations this run: counts per bucket upper bound (ms; the last is +Inf)
+    /// and their sum in seconds.
+    pub batch_seconds: Option<BatchHistogram>,
+}
+
+/// A histogram of batch durations.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BatchHistogram {
+    /// Upper bounds in milliseconds.
+    pub le_ms: Vec<u64>,
+    /// Batches per bucket (not cumulative); one more than `le_ms` (the rest).
+    pub counts: Vec<u64>,
+    /// Sum of all durations, in seconds.
+    pub sum: f64,
 }
 
 /// A held build, as shown.
@@ -182,6 +203,8 @@ fn status(
         events_read: e.accounting.events_read,
         ops_written: e.accounting.ops_written,
         events_failed: e.accounting.events_failed,
+        fuel_used: e.accounting.fuel_used,
+        peak_memory_bytes: e.accounting.peak_memory,
         running: serving.is_some(),
         ..Default::default()
     };
@@ -193,6 +216,20 @@ fn status(
         s.events_handled = load(&r.stats.events_handled);
         s.ops_written = load(&r.stats.ops_written);
         s.events_failed = load(&r.stats.events_failed);
+        s.fuel_used = load(&r.stats.fuel_used);
+        s.peak_memory_bytes = load(&r.stats.peak_memory);
+        let created = load(&r.stats.last_created_ms);
+        if created > 0 && !r.stats.caught_up.load(Ordering::Relaxed) {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            s.lag_seconds = now.saturating_sub(created) as f64 / 1000.0;
+        }
+        s.batch_seconds = Some(BatchHistogram {
+            le_ms: crate::runner::BATCH_BUCKETS_MS.to_vec(),
+            counts: r.stats.batch_ms.iter().map(load).collect(),
+            sum: load(&r.stats.batch_us_sum) as f64 / 1e6,
+        });
         s.warnings = r
             .stats
             .unmatched

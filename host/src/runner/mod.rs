@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 
-pub use stats::{ProjectionReport, Stats, add_time};
+pub use stats::{BATCH_BUCKETS_MS, ProjectionReport, Stats, add_time};
 
 use crate::config::{BatchSettings, Config, ErrorPolicy};
 use crate::runtime::{CallError, Module};
@@ -319,6 +319,7 @@ impl Runner {
     fn step(&self, o: &mut Open) -> Result<Step> {
         o.events.clear();
         let t0 = Instant::now();
+        let started = t0;
         let read = o.source.read_batch(
             &mut o.events,
             self.batch.max_events,
@@ -407,6 +408,12 @@ impl Runner {
             .ops_written
             .fetch_add(ops as u64, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.stats.record_batch(started.elapsed());
+        if let Some(e) = o.events.as_slice().last() {
+            self.stats
+                .last_created_ms
+                .store(e.created_ms, Ordering::Relaxed);
+        }
         if let Some(at) = paused_at {
             return Ok(Step::Paused(at));
         }

@@ -15,6 +15,8 @@ pub struct Stats {
     pub events_read: AtomicU64,
     /// Commit position of the last event applied.
     pub position: AtomicU64,
+    /// Creation time (ms since the epoch) of the last event applied.
+    pub last_created_ms: AtomicU64,
     /// `events_read` when this run started (the rest was read by earlier runs).
     pub events_at_start: AtomicU64,
     /// Events that matched the interests and went into the module.
@@ -45,6 +47,11 @@ pub struct Stats {
     pub events_failed: AtomicU64,
     /// Largest linear memory an instance of the module grew to, in bytes.
     pub peak_memory: AtomicU64,
+    /// Batches by how long read-call-apply took: counts per [`BATCH_BUCKETS_MS`] bucket
+    /// (the last counts the rest).
+    pub batch_ms: [AtomicU64; BATCH_BUCKETS_MS.len() + 1],
+    /// Sum of the batch durations, in microseconds.
+    pub batch_us_sum: AtomicU64,
     /// Events handled per event type (for the release rules and interest warnings).
     pub matched_types: Mutex<BTreeMap<String, u64>>,
     /// Events handled per declared stream prefix, in manifest order.
@@ -56,7 +63,22 @@ pub struct Stats {
     pub unmatched: Mutex<Vec<String>>,
 }
 
+/// Upper bounds (ms) of the batch-duration histogram's buckets.
+pub const BATCH_BUCKETS_MS: [u64; 8] = [1, 5, 10, 50, 100, 500, 1000, 5000];
+
 impl Stats {
+    /// Count one batch that took `d`.
+    pub fn record_batch(&self, d: std::time::Duration) {
+        let ms = d.as_millis() as u64;
+        let i = BATCH_BUCKETS_MS
+            .iter()
+            .position(|&b| ms < b)
+            .unwrap_or(BATCH_BUCKETS_MS.len());
+        self.batch_ms[i].fetch_add(1, Ordering::Relaxed);
+        self.batch_us_sum
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
     /// Count a batch of handled events by type and by declared stream prefix.
     pub fn count_matches(&self, events: &[crate::wit::Event], prefixes: &[String]) {
         let mut types = self.matched_types.lock().unwrap_or_else(|e| e.into_inner());
