@@ -12,6 +12,7 @@ set -euo pipefail
 
 missing=()
 # Without its recommends (printer tools, mesa, upower), but with the fonts it recommends.
+# apt-get install chromium chromium-driver fonts-liberation, for what is missing:
 command -v chromium >/dev/null 2>&1 || missing+=(chromium fonts-liberation)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 [ ${#missing[@]} -eq 0 ] && exit 0

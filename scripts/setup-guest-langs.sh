@@ -34,6 +34,7 @@ setup_py() {
   rm -rf "$dir"
   mkdir -p "$tools"
   python3 -m venv "$dir"
+  # pip install componentize-py (the pin is in scripts/guest-tools/requirements.txt)
   "$dir/bin/pip" install --quiet --disable-pip-version-check --only-binary=:all: \
     -r "$pins/requirements.txt"
   "$dir/bin/componentize-py" --version >/dev/null
@@ -52,6 +53,7 @@ setup_js() {
   rm -rf "$dir"
   mkdir -p "$dir"
   cp "$pins/package.json" "$pins/package-lock.json" "$dir/"
+  # npm ci installs @bytecodealliance/jco and componentize-qjs, pinned by the lock file
   (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
   "$dir/node_modules/.bin/jco" --version >/dev/null
   echo "$want" >"$stamp"

@@ -20,6 +20,8 @@ pub struct Response {
     pub status: u16,
     /// The body.
     pub body: String,
+    /// Its `Content-Type`, if the server named one.
+    pub content_type: Option<String>,
 }
 
 /// The running host's API base URL (`http://host:port`), if it wrote one.
@@ -104,7 +106,16 @@ pub fn request_with(
     } else {
         rest.to_string()
     };
-    Ok(Response { status, body })
+    let content_type = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("content-type")
+            .then(|| v.trim().to_string())
+    });
+    Ok(Response {
+        status,
+        body,
+        content_type,
+    })
 }
 
 /// Join a chunked body.

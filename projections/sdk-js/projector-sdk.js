@@ -1,6 +1,6 @@
 // Write Projector projections in JavaScript (QuickJS, built with jco --backend qjs).
 //
-// One file: `projector build` (or scripts/build-guest.sh) writes it next to your app.js,
+// One file: `projector build` writes it next to your app.js,
 // which imports it as "./projector-sdk.js":
 //
 //   import { Projection, Table, Kind } from "./projector-sdk.js";

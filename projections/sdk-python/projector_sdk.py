@@ -1,6 +1,6 @@
 """Write Projector projections in Python.
 
-One file: `projector build` (or scripts/build-guest.sh) writes it next to your `app.py`.
+One file: `projector build` writes it next to your `app.py`.
 
     from projector_sdk import Projection, Table, Kind, Event, Ctx
 

@@ -333,16 +333,9 @@ async fn forward(
     Some(match answer {
         Ok(Ok(r)) => {
             let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY);
-            let ndjson = r.body.starts_with('{') && r.body.contains("}\n");
-            let kind = if ndjson
-                && headers
-                    .get(header::ACCEPT)
-                    .is_some_and(|a| a.to_str().is_ok_and(|a| a.contains("ndjson")))
-            {
-                "application/x-ndjson"
-            } else {
-                "application/json"
-            };
+            let kind = r
+                .content_type
+                .unwrap_or_else(|| "application/json".to_string());
             (status, [(header::CONTENT_TYPE, kind)], r.body).into_response()
         }
         Ok(Err(e)) => error(
