@@ -27,7 +27,7 @@ fn main() {
         .map(PathBuf::from)
         .expect("the kurrentdb crate in the dependency graph");
     let protos = kurrentdb.parent().expect("a crate folder").join("protos");
-    let files = ["streams.proto", "serverfeatures.proto"];
+    let files = ["streams.proto", "serverfeatures.proto", "gossip.proto"];
     for f in files {
         println!("cargo:rerun-if-changed={}", protos.join(f).display());
     }

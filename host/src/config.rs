@@ -156,6 +156,9 @@ pub struct BatchSettings {
     pub commit_interval_ms: u64,
     /// How often a caught-up runner looks for new events.
     pub poll_ms: u64,
+    /// Runners at the head share one reader per source, so each event is parsed (or
+    /// received from the server) once per host; off, every runner reads on its own.
+    pub shared_ingest: bool,
 }
 
 impl Default for BatchSettings {
@@ -166,6 +169,7 @@ impl Default for BatchSettings {
             commit_events: 200_000,
             commit_interval_ms: 1000,
             poll_ms: 50,
+            shared_ingest: true,
         }
     }
 }

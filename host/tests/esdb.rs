@@ -147,9 +147,10 @@ fn twenty_dropped_subscriptions_a_refusal_and_a_restart_leave_the_tables_exact()
 
     let mut served = 0;
     for i in 0..20 {
-        // Each drop hits both projections' subscriptions, resubscribed since the last.
-        wait_for("both resubscribed", Duration::from_secs(30), || {
-            server.subscriptions_served() >= served + 2 && server.live_subscriptions() == 2
+        // Each drop hits the host's one shared subscription (both projections read
+        // through it), resubscribed since the last.
+        wait_for("resubscribed", Duration::from_secs(30), || {
+            server.subscriptions_served() > served && server.live_subscriptions() == 1
         });
         served = server.subscriptions_served();
         std::thread::sleep(Duration::from_millis(30));
@@ -174,7 +175,7 @@ fn twenty_dropped_subscriptions_a_refusal_and_a_restart_leave_the_tables_exact()
     let summary = host.join().unwrap().unwrap();
     assert!(summary.ok(), "{summary:?}");
     assert!(
-        server.subscriptions_served() >= 2 + 2 * 20,
+        server.subscriptions_served() >= 1 + 20,
         "resubscribed: {}",
         server.subscriptions_served()
     );

@@ -11,6 +11,13 @@
 //! and bring it back with the same data (refused connections in between), and
 //! [`TestServer::stall`] makes subscriptions go quiet for a while.
 //! [`TestServer::set_batch_append`] hides batch append, like a server older than 21.10.
+//!
+//! Cluster mode ([`TestCluster`]): several nodes, each on a port of its own, share one
+//! log and answer the client's discovery (`Gossip.Read`) with every member's state and
+//! liveness. Only the leader takes appends (followers answer `not-leader` naming it, as
+//! the server does); any live node serves reads and subscriptions. A node can be killed
+//! and restarted, and the leader can change: the client finds the new shape through
+//! gossip, as it does against a real cluster.
 // Handlers answer with tonic's `Status`, as the generated service traits require.
 #![allow(clippy::result_large_err)]
 
@@ -25,6 +32,9 @@ pub mod proto {
             }
             pub mod server_features {
                 tonic::include_proto!("event_store.client.server_features");
+            }
+            pub mod gossip {
+                tonic::include_proto!("event_store.client.gossip");
             }
         }
     }
@@ -47,6 +57,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use proto::event_store::client as common;
+use proto::event_store::client::gossip;
 use proto::event_store::client::server_features as features;
 use proto::event_store::client::streams;
 use streams::read_req::options as ropts;
@@ -113,14 +124,12 @@ struct Shared {
     log: RwLock<Log>,
     /// Number of events in the log, for live subscriptions to wait on.
     head: watch::Sender<usize>,
-    /// Bumped to end every live subscription with an error.
-    drops: watch::Sender<u64>,
     /// Subscriptions send nothing until this instant.
     stalled_until: Mutex<Option<Instant>>,
     /// Subscriptions served so far (for tests to see resubscriptions).
     subscriptions: AtomicU64,
-    /// Subscriptions open now.
-    live: AtomicU64,
+    /// The nodes serving this log, as gossip describes them.
+    members: Mutex<Members>,
     /// Append requests answered (unary appends and batch-append requests alike).
     appends: AtomicU64,
     /// Batch-append sessions opened.
@@ -129,10 +138,45 @@ struct Shared {
     batch_append: AtomicBool,
 }
 
-/// A running test server.
+/// The cluster's members: where each listens, whether it is up, which one leads.
+struct Members {
+    nodes: Vec<Member>,
+    leader: usize,
+}
+
+/// One member as gossip reports it.
+struct Member {
+    addr: SocketAddr,
+    id: uuid::Uuid,
+    alive: bool,
+}
+
+impl Members {
+    /// The gossip state of node `i`.
+    fn state(&self, i: usize) -> gossip::member_info::VNodeState {
+        use gossip::member_info::VNodeState;
+        match self.nodes.get(i) {
+            Some(n) if !n.alive => VNodeState::Shutdown,
+            Some(_) if i == self.leader => VNodeState::Leader,
+            _ => VNodeState::Follower,
+        }
+    }
+}
+
+/// What belongs to one node rather than to the log: its subscriptions.
+struct Node {
+    index: usize,
+    /// Bumped to end this node's live subscriptions with an error.
+    drops: watch::Sender<u64>,
+    /// Subscriptions open on this node now.
+    live: AtomicU64,
+}
+
+/// A running test server (one node; see [`TestCluster`] for several).
 pub struct TestServer {
     addr: SocketAddr,
     shared: Arc<Shared>,
+    node: Arc<Node>,
     /// The runtime serving the port; dropping it drops every connection.
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
 }
@@ -145,26 +189,26 @@ impl TestServer {
 
     /// Start on `addr` holding `events`.
     pub fn start_on(addr: SocketAddr, events: Vec<NewEvent>) -> Result<TestServer> {
-        let mut log = Log::default();
-        for e in events {
-            log.push(e);
-        }
-        let head = log.all.len();
-        let shared = Arc::new(Shared {
-            log: RwLock::new(log),
-            head: watch::channel(head).0,
+        Self::node(Shared::new(events), addr)
+    }
+
+    /// Start one more node of `shared`'s cluster on `addr`.
+    fn node(shared: Arc<Shared>, addr: SocketAddr) -> Result<TestServer> {
+        let node = Arc::new(Node {
+            index: shared.lock_members().nodes.len(),
             drops: watch::channel(0).0,
-            stalled_until: Mutex::new(None),
-            subscriptions: Default::default(),
-            live: Default::default(),
-            appends: Default::default(),
-            batch_sessions: Default::default(),
-            batch_append: AtomicBool::new(true),
+            live: AtomicU64::new(0),
         });
-        let (runtime, addr) = serve(addr, shared.clone())?;
+        let (runtime, addr) = serve(addr, shared.clone(), node.clone())?;
+        shared.lock_members().nodes.push(Member {
+            addr,
+            id: uuid::Uuid::new_v4(),
+            alive: true,
+        });
         Ok(TestServer {
             addr,
             shared,
+            node,
             runtime: Mutex::new(Some(runtime)),
         })
     }
@@ -208,9 +252,9 @@ impl TestServer {
         self.shared.subscriptions.load(Ordering::Relaxed)
     }
 
-    /// `$all` subscriptions open now.
+    /// `$all` subscriptions open on this node now.
     pub fn live_subscriptions(&self) -> u64 {
-        self.shared.live.load(Ordering::Relaxed)
+        self.node.live.load(Ordering::Relaxed)
     }
 
     /// Append requests answered so far (unary appends and batch-append requests).
@@ -230,9 +274,9 @@ impl TestServer {
         self.shared.batch_append.store(on, Ordering::Relaxed);
     }
 
-    /// End every live subscription with an `Unavailable` error.
+    /// End every live subscription of this node with an `Unavailable` error.
     pub fn drop_subscriptions(&self) {
-        self.shared.drops.send_modify(|n| *n += 1);
+        self.node.drops.send_modify(|n| *n += 1);
     }
 
     /// Subscriptions send nothing for `d` (they stay open).
@@ -246,6 +290,7 @@ impl TestServer {
 
     /// Take the port down: every connection drops, new ones are refused.
     pub fn stop(&self) {
+        self.set_alive(false);
         self.drop_subscriptions();
         if let Some(rt) = self
             .runtime
@@ -264,7 +309,7 @@ impl TestServer {
             // The old socket may linger for a moment after the runtime is gone.
             let mut tries = 0;
             let (rt, _) = loop {
-                match serve(self.addr, self.shared.clone()) {
+                match serve(self.addr, self.shared.clone(), self.node.clone()) {
                     Ok(ok) => break ok,
                     Err(e) if tries < 50 => {
                         tries += 1;
@@ -276,7 +321,15 @@ impl TestServer {
             };
             *slot = Some(rt);
         }
+        self.set_alive(true);
         Ok(())
+    }
+
+    /// Mark this node up or down in gossip.
+    fn set_alive(&self, alive: bool) {
+        if let Some(m) = self.shared.lock_members().nodes.get_mut(self.node.index) {
+            m.alive = alive;
+        }
     }
 
     /// Stop, and start again with the same data (a server restart).
@@ -292,8 +345,125 @@ impl Drop for TestServer {
     }
 }
 
+/// Several nodes sharing one log, with gossip, a leader and failures.
+pub struct TestCluster {
+    nodes: Vec<TestServer>,
+}
+
+impl TestCluster {
+    /// Start `n` nodes on `127.0.0.1` ports of their own, holding `events`; node 0 leads.
+    pub fn start(n: usize, events: Vec<NewEvent>) -> Result<TestCluster> {
+        Self::start_on(&vec!["127.0.0.1:0".parse()?; n], events)
+    }
+
+    /// Start one node per address, holding `events`; the first leads.
+    pub fn start_on(addrs: &[SocketAddr], events: Vec<NewEvent>) -> Result<TestCluster> {
+        anyhow::ensure!(!addrs.is_empty(), "a cluster needs at least one node");
+        let shared = Shared::new(events);
+        let nodes = addrs
+            .iter()
+            .map(|a| TestServer::node(shared.clone(), *a))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(TestCluster { nodes })
+    }
+
+    /// Node `i`.
+    pub fn node(&self, i: usize) -> &TestServer {
+        &self.nodes[i]
+    }
+
+    /// The number of nodes.
+    pub fn size(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// A connection string with every node as a gossip seed (plain text, fast
+    /// discovery); `extra` is appended to its parameters (`nodePreference=follower`).
+    pub fn url(&self, extra: &str) -> String {
+        let seeds: Vec<String> = self.nodes.iter().map(|n| n.addr.to_string()).collect();
+        let sep = if extra.is_empty() { "" } else { "&" };
+        format!(
+            "esdb://{}?tls=false&discoveryInterval=10&gossipTimeout=500{sep}{extra}",
+            seeds.join(",")
+        )
+    }
+
+    /// The node that leads now.
+    pub fn leader(&self) -> usize {
+        self.nodes[0].shared.lock_members().leader
+    }
+
+    /// The node serving the most live subscriptions (the one clients read from).
+    pub fn busiest(&self) -> usize {
+        (0..self.nodes.len())
+            .max_by_key(|&i| self.nodes[i].live_subscriptions())
+            .unwrap_or(0)
+    }
+
+    /// Kill node `i` (connections drop, the port refuses); a killed leader hands over
+    /// to the next live node, as an election would.
+    pub fn kill(&self, i: usize) {
+        self.nodes[i].stop();
+        let next = {
+            let m = self.nodes[i].shared.lock_members();
+            (m.leader == i)
+                .then(|| (1..m.nodes.len()).map(|k| (i + k) % m.nodes.len()))
+                .and_then(|mut c| c.find(|&k| m.nodes[k].alive))
+        };
+        if let Some(next) = next {
+            self.set_leader(next);
+        }
+    }
+
+    /// Bring node `i` back (a follower, unless no live node leads).
+    pub fn restart(&self, i: usize) -> Result<()> {
+        self.nodes[i].start_again()?;
+        let leaderless = {
+            let m = self.nodes[i].shared.lock_members();
+            !m.nodes[m.leader].alive
+        };
+        if leaderless {
+            self.set_leader(i);
+        }
+        Ok(())
+    }
+
+    /// Make node `i` the leader. The old and new leaders change role, and a node
+    /// changing role ends its subscriptions, as a real node going through an election
+    /// does; their clients rediscover.
+    pub fn set_leader(&self, i: usize) {
+        let old = {
+            let mut m = self.nodes[i].shared.lock_members();
+            std::mem::replace(&mut m.leader, i)
+        };
+        if old != i {
+            self.nodes[old].drop_subscriptions();
+            self.nodes[i].drop_subscriptions();
+        }
+    }
+
+    /// Append straight into the shared log (no gRPC).
+    pub fn append_direct(&self, events: impl IntoIterator<Item = NewEvent>) {
+        self.nodes[0].append_direct(events);
+    }
+
+    /// Events in the log.
+    pub fn len(&self) -> usize {
+        self.nodes[0].len()
+    }
+
+    /// True when the log holds no event.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Bind and serve on a runtime of its own.
-fn serve(addr: SocketAddr, shared: Arc<Shared>) -> Result<(tokio::runtime::Runtime, SocketAddr)> {
+fn serve(
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    node: Arc<Node>,
+) -> Result<(tokio::runtime::Runtime, SocketAddr)> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("esdb-test-server")
@@ -304,7 +474,7 @@ fn serve(addr: SocketAddr, shared: Arc<Shared>) -> Result<(tokio::runtime::Runti
         .block_on(tokio::net::TcpListener::bind(addr))
         .with_context(|| format!("binding {addr}"))?;
     let addr = listener.local_addr()?;
-    let service = Service { shared };
+    let service = Service { shared, node };
     runtime.spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let result = tonic::transport::Server::builder()
@@ -314,6 +484,7 @@ fn serve(addr: SocketAddr, shared: Arc<Shared>) -> Result<(tokio::runtime::Runti
             .initial_stream_window_size(Some(768 * 1024))
             .initial_connection_window_size(Some(1024 * 1024))
             .add_service(streams::streams_server::StreamsServer::new(service.clone()))
+            .add_service(gossip::gossip_server::GossipServer::new(service.clone()))
             .add_service(features::server_features_server::ServerFeaturesServer::new(
                 service,
             ))
@@ -329,6 +500,38 @@ fn serve(addr: SocketAddr, shared: Arc<Shared>) -> Result<(tokio::runtime::Runti
 #[derive(Clone)]
 struct Service {
     shared: Arc<Shared>,
+    node: Arc<Node>,
+}
+
+#[tonic::async_trait]
+impl gossip::gossip_server::Gossip for Service {
+    async fn read(
+        &self,
+        _: Request<common::Empty>,
+    ) -> Result<Response<gossip::ClusterInfo>, Status> {
+        let m = self.shared.lock_members();
+        let ticks = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() / 100) as i64;
+        let members = m
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| gossip::MemberInfo {
+                instance_id: Some(common::Uuid {
+                    value: Some(common::uuid::Value::String(n.id.to_string())),
+                }),
+                time_stamp: ticks,
+                state: m.state(i) as i32,
+                is_alive: n.alive,
+                http_end_point: Some(gossip::EndPoint {
+                    address: n.addr.ip().to_string(),
+                    port: u32::from(n.addr.port()),
+                }),
+            })
+            .collect();
+        Ok(Response::new(gossip::ClusterInfo { members }))
+    }
 }
 
 #[tonic::async_trait]
@@ -359,12 +562,12 @@ impl features::server_features_server::ServerFeatures for Service {
 type ReadItem = Result<streams::ReadResp, Status>;
 
 /// Counts an open subscription until dropped (also when its runtime is shut down).
-struct Live(Arc<Shared>);
+struct Live(Arc<Node>);
 
 impl Live {
-    fn new(shared: Arc<Shared>) -> Live {
-        shared.live.fetch_add(1, Ordering::Relaxed);
-        Live(shared)
+    fn new(node: Arc<Node>) -> Live {
+        node.live.fetch_add(1, Ordering::Relaxed);
+        Live(node)
     }
 }
 
@@ -410,6 +613,29 @@ impl EventFilter {
 }
 
 impl Service {
+    /// Only the leader takes writes: others answer `not-leader` with its address, which
+    /// sends the client to it.
+    fn leader_only(&self) -> Result<(), Status> {
+        let m = self.shared.lock_members();
+        if m.leader == self.node.index {
+            return Ok(());
+        }
+        let leader = m.nodes[m.leader].addr;
+        let mut status = Status::not_found(format!("not the leader; the leader is {leader}"));
+        let meta = status.metadata_mut();
+        let ascii = |s: String| s.parse::<tonic::metadata::MetadataValue<_>>();
+        if let (Ok(e), Ok(h), Ok(p)) = (
+            ascii("not-leader".into()),
+            ascii(leader.ip().to_string()),
+            ascii(leader.port().to_string()),
+        ) {
+            meta.insert("exception", e);
+            meta.insert("leader-endpoint-host", h);
+            meta.insert("leader-endpoint-port", p);
+        }
+        Err(status)
+    }
+
     fn plan(&self, options: streams::read_req::Options) -> Result<ReadPlan, Status> {
         let log = self.shared.log.read().unwrap_or_else(|e| e.into_inner());
         let backwards = options.read_direction == ropts::ReadDirection::Backwards as i32;
@@ -571,9 +797,14 @@ fn event_message(e: &Stored) -> streams::ReadResp {
 
 /// Serve one `$all` subscription: catch up, report caught-up, then follow live appends;
 /// ends with an error when the test drops subscriptions.
-async fn subscribe(shared: Arc<Shared>, plan: ReadPlan, tx: mpsc::Sender<ReadItem>) {
+async fn subscribe(
+    shared: Arc<Shared>,
+    node: Arc<Node>,
+    plan: ReadPlan,
+    tx: mpsc::Sender<ReadItem>,
+) {
     use streams::read_resp::Content;
-    let mut drops = shared.drops.subscribe();
+    let mut drops = node.drops.subscribe();
     let generation = *drops.borrow_and_update();
     let mut head = shared.head.subscribe();
     let id = uuid::Uuid::new_v4().to_string();
@@ -696,9 +927,10 @@ impl streams::streams_server::Streams for Service {
             }
             None if plan.stream.is_none() => {
                 self.shared.subscriptions.fetch_add(1, Ordering::Relaxed);
-                let live = Live::new(self.shared.clone());
+                let live = Live::new(self.node.clone());
+                let shared = self.shared.clone();
                 tokio::spawn(async move {
-                    subscribe(live.0.clone(), plan, tx).await;
+                    subscribe(shared, live.0.clone(), plan, tx).await;
                     drop(live);
                 });
             }
@@ -713,6 +945,7 @@ impl streams::streams_server::Streams for Service {
     ) -> Result<Response<streams::AppendResp>, Status> {
         use streams::append_req::Content;
         use streams::append_req::options::ExpectedStreamRevision as Expected;
+        self.leader_only()?;
         let mut incoming = request.into_inner();
         let Some(Content::Options(options)) = incoming.message().await?.and_then(|m| m.content)
         else {
@@ -797,6 +1030,7 @@ impl streams::streams_server::Streams for Service {
                 "batch append is switched off on this test server",
             ));
         }
+        self.leader_only()?;
         self.shared.batch_sessions.fetch_add(1, Ordering::Relaxed);
         let mut incoming = request.into_inner();
         let (tx, rx) = mpsc::channel(1024);
@@ -870,6 +1104,33 @@ enum Expect {
 }
 
 impl Shared {
+    /// A log holding `events`, with no node yet.
+    fn new(events: Vec<NewEvent>) -> Arc<Shared> {
+        let mut log = Log::default();
+        for e in events {
+            log.push(e);
+        }
+        let head = log.all.len();
+        Arc::new(Shared {
+            log: RwLock::new(log),
+            head: watch::channel(head).0,
+            stalled_until: Mutex::new(None),
+            subscriptions: Default::default(),
+            members: Mutex::new(Members {
+                nodes: Vec::new(),
+                leader: 0,
+            }),
+            appends: Default::default(),
+            batch_sessions: Default::default(),
+            batch_append: AtomicBool::new(true),
+        })
+    }
+
+    /// The members, even after a panic elsewhere.
+    fn lock_members(&self) -> std::sync::MutexGuard<'_, Members> {
+        self.members.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Append `events` to `stream` if `expect` holds: the last event's revision and
     /// position, or the stream's current revision (None: no stream) when it does not.
     /// An append retried with the same ids at the same revisions succeeds, once.

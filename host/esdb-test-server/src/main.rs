@@ -1,5 +1,6 @@
 //! Run the test server by hand: `esdb-test-server --listen 127.0.0.1:2113 --events FILE`,
-//! then point `projector run --source esdb://127.0.0.1:2113?tls=false` at it.
+//! then point `projector run --source esdb://127.0.0.1:2113?tls=false` at it. With
+//! `--nodes 3` it runs a cluster on three consecutive ports (gossip seeds for the client).
 
 use std::path::PathBuf;
 
@@ -14,6 +15,9 @@ struct Args {
     /// An NDJSON event file to load at start.
     #[arg(long)]
     events: Option<PathBuf>,
+    /// Nodes sharing the log, on consecutive ports from `--listen` (the first leads).
+    #[arg(long, default_value_t = 1)]
+    nodes: u16,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -27,11 +31,18 @@ fn main() -> anyhow::Result<()> {
         Some(p) => esdb_test_server::read_ndjson(p)?,
         None => Vec::new(),
     };
-    let server = esdb_test_server::TestServer::start_on(args.listen, events)?;
+    let addrs: Vec<std::net::SocketAddr> = (0..args.nodes.max(1))
+        .map(|k| {
+            let mut a = args.listen;
+            a.set_port(args.listen.port().saturating_add(k));
+            a
+        })
+        .collect();
+    let cluster = esdb_test_server::TestCluster::start_on(&addrs, events)?;
     println!(
         "listening on {} with {} events; Ctrl-C stops",
-        server.url(),
-        server.len()
+        cluster.url(""),
+        cluster.len()
     );
     loop {
         std::thread::park();

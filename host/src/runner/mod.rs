@@ -276,12 +276,13 @@ impl Runner {
         let db = ProjectionDb::open(&self.data, schema.clone(), self.generation)?;
         let checkpoint = db.checkpoint()?.unwrap_or_default();
         let resume = (checkpoint.position.commit > 0).then_some(checkpoint.position);
-        let source = source::open(
+        let source = source::open_for_runner(
             &self.source,
             resume,
             Filter::of(&schema),
             !self.once,
             &self.reconnect,
+            self.batch.shared_ingest,
         )
         .with_context(|| format!("projection `{}`", schema.name))?;
         match self.role {

@@ -71,7 +71,9 @@ const CHANNEL: usize = 16 * 1024;
 enum Msg {
     Event(Box<kurrentdb::RecordedEvent>),
     Checkpoint(Position),
-    CaughtUp,
+    /// Caught up, with the position of the last event the server considered (when it
+    /// says): everything up to there was delivered, so it is a checkpoint too.
+    CaughtUp(Option<Position>),
     Failed(anyhow::Error),
 }
 
@@ -208,7 +210,12 @@ impl EventSource for EsdbSource {
                     }
                 }
                 Msg::Checkpoint(p) => batch.last = Some(p),
-                Msg::CaughtUp => {
+                Msg::CaughtUp(at) => {
+                    if let Some(p) = at
+                        && p.commit > batch.last.map_or(self.done, |l| l.commit)
+                    {
+                        batch.last = Some(p);
+                    }
                     if !self.caught_up {
                         tracing::info!(position = ?batch.last.map(|p| p.commit), "EventStoreDB subscription caught up; live from here");
                     }
@@ -372,9 +379,18 @@ impl Pump {
                     *from = Some(p);
                     Msg::Checkpoint(p)
                 }
-                SubscriptionEvent::CaughtUp(_) => {
+                SubscriptionEvent::CaughtUp(c) => {
                     *failures = 0;
-                    Msg::CaughtUp
+                    let at = c.and_then(|c| c.position).map(|p| Position {
+                        commit: p.commit,
+                        prepare: p.prepare,
+                    });
+                    if let Some(p) = at
+                        && from.is_none_or(|f| p.commit > f.commit)
+                    {
+                        *from = Some(p);
+                    }
+                    Msg::CaughtUp(at)
                 }
                 _ => continue,
             };

@@ -1,14 +1,17 @@
 //! Event sources: where a runner's events come from.
 //!
-//! Each runner opens its own source at its own checkpoint, so projections progress
-//! independently. Sources apply the projection's interests before an event is built,
-//! so filtered events cost no allocation and never cross into Wasm.
+//! Each runner reads at its own checkpoint, so projections progress independently.
+//! Runners at the head share one reader per source ([`hub`]): each event is parsed once
+//! per host; a runner behind it reads on its own until it catches up. Sources apply the
+//! projection's interests before an event is built, so filtered events cost no
+//! allocation and never cross into Wasm.
 //!
 //! What every source shares lives here: the event buffer, the filter, the batch budget
 //! ([`Budget`]) and the errors ([`SourceError`]): a [`BadEvent`] follows the
 //! projection's error policy, any other failure stops it.
 
 pub mod esdb;
+pub mod hub;
 pub mod ndjson;
 
 use std::time::{Duration, Instant};
@@ -148,6 +151,12 @@ impl EventBuffer {
         self.len = self.len.min(len);
     }
 
+    /// The events, given away (for a chunk shared by several runners).
+    pub fn into_events(mut self) -> Vec<Event> {
+        self.events.truncate(self.len);
+        self.events
+    }
+
     /// The batch.
     pub fn as_slice(&self) -> &[Event] {
         &self.events[..self.len]
@@ -189,6 +198,12 @@ impl Filter {
         }
     }
 
+    /// True when the interests name a system event type or stream (`$…`).
+    pub fn wants_system_events(&self) -> bool {
+        self.event_types.iter().any(|t| t.starts_with('$'))
+            || self.stream_prefixes.iter().any(|p| p.starts_with('$'))
+    }
+
     /// Does the projection want this event? System events (`$…`) only when named.
     pub fn matches(&self, stream: &str, event_type: &str) -> bool {
         let type_ok = if self.event_types.is_empty() {
@@ -217,6 +232,25 @@ pub fn is_esdb(spec: &str) -> bool {
     ]
     .iter()
     .any(|s| spec.starts_with(s))
+}
+
+/// A runner's source after `from`: the host's shared reader of `spec` when `shared`
+/// (and the projection wants no system events, which the shared reader leaves out),
+/// else a reader of its own.
+pub fn open_for_runner(
+    spec: &str,
+    from: Option<Position>,
+    filter: Filter,
+    follow: bool,
+    retry: &esdb::RetrySettings,
+    shared: bool,
+) -> Result<Box<dyn EventSource>> {
+    if shared && !filter.wants_system_events() {
+        return Ok(Box::new(hub::SharedSource::open(
+            spec, from, filter, follow, retry,
+        )?));
+    }
+    open(spec, from, filter, follow, retry)
 }
 
 /// Open the source named by `spec` (an NDJSON file path or an EventStoreDB connection
