@@ -62,6 +62,9 @@ pub struct ProjectionStatus {
     /// Seconds between now and the creation time of the last event applied (0 when
     /// events carry no creation time).
     pub lag_seconds: f64,
+    /// `shared` while it reads from the host's one reader of the source, `own` while it
+    /// reads on its own (catching up behind it, or left behind); None when not running.
+    pub ingest: Option<String>,
     /// Batch durations this run: counts per bucket upper bound (ms; the last is +Inf)
     /// and their sum in seconds.
     pub batch_seconds: Option<BatchHistogram>,
@@ -218,6 +221,8 @@ fn status(
         s.events_failed = load(&r.stats.events_failed);
         s.fuel_used = load(&r.stats.fuel_used);
         s.peak_memory_bytes = load(&r.stats.peak_memory);
+        let shared = r.stats.shared_ingest.load(Ordering::Relaxed);
+        s.ingest = Some(if shared { "shared" } else { "own" }.into());
         let created = load(&r.stats.last_created_ms);
         if created > 0 && !r.stats.caught_up.load(Ordering::Relaxed) {
             let now = std::time::SystemTime::now()

@@ -328,6 +328,9 @@ impl Runner {
         );
         add_time(&self.stats.read_ns, t0);
         let p = o.source.progress();
+        self.stats
+            .shared_ingest
+            .store(o.source.is_shared(), Ordering::Relaxed);
         self.stats.progress_done.store(p.done, Ordering::Relaxed);
         self.stats.progress_total.store(p.total, Ordering::Relaxed);
         let read = match read {

@@ -33,6 +33,8 @@ pub struct Stats {
     pub progress_total: AtomicU64,
     /// True once the runner reached the end of the source.
     pub caught_up: AtomicBool,
+    /// True while it reads from the host's shared reader (not a source of its own).
+    pub shared_ingest: AtomicBool,
     /// Nanoseconds spent reading the source, in Wasm, writing SQLite, committing.
     pub read_ns: AtomicU64,
     /// Inside Wasm, including `get`.

@@ -41,7 +41,7 @@ struct Chunk {
     seq: u64,
     /// The position the chunk starts after (None: the start of the source).
     after: Option<Position>,
-    /// Every non-system event read, in order.
+    /// Every event read, in order (system events too, from a file).
     events: Vec<Event>,
     /// The last position read (an event, or a server checkpoint past it).
     last: Option<Position>,
@@ -196,7 +196,7 @@ impl Hub {
 
     /// The reader: read chunks while anyone is a member, keeping within the bounds.
     fn read_loop(self: Arc<Self>, from: Option<Position>) {
-        let everything = Filter::default();
+        let everything = Filter::everything();
         let mut source = match super::open(&self.spec, from, everything, self.follow, &self.retry) {
             Ok(s) => s,
             Err(e) => {
@@ -368,11 +368,6 @@ impl SharedSource {
         })
     }
 
-    /// True while reading from the hub (for tests and status).
-    pub fn is_shared(&self) -> bool {
-        matches!(self.mode, Mode::Member { .. })
-    }
-
     /// Read from the hub's chunks into `out`.
     fn read_shared(
         &mut self,
@@ -399,7 +394,9 @@ impl SharedSource {
                     if let Some(c) = s.chunks.get((cursor.seq - first) as usize) {
                         break Some(c.clone());
                     }
-                    if batch.last.is_some() || s.at_end || !s.reading {
+                    // At the end, hand over what there is; catching up, fill the
+                    // batch until its deadline, as a source of one's own would.
+                    if s.at_end || !s.reading {
                         batch.at_end = s.at_end;
                         break None;
                     }
@@ -532,6 +529,10 @@ impl EventSource for SharedSource {
             }
         };
         Ok(read)
+    }
+
+    fn is_shared(&self) -> bool {
+        matches!(self.mode, Mode::Member { .. })
     }
 
     fn progress(&self) -> Progress {

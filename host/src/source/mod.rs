@@ -120,6 +120,10 @@ pub trait EventSource: Send {
     ) -> Result<ReadBatch, SourceError>;
     /// Bytes (or positions) done out of the known total.
     fn progress(&self) -> Progress;
+    /// True when the events come from the host's shared reader.
+    fn is_shared(&self) -> bool {
+        false
+    }
 }
 
 /// A batch of events whose strings and buffers are reused from batch to batch,
@@ -187,6 +191,8 @@ impl EventBuffer {
 pub struct Filter {
     pub(crate) event_types: Vec<String>,
     pub(crate) stream_prefixes: Vec<String>,
+    /// Every event, system events too (the shared reader's filter).
+    pub(crate) everything: bool,
 }
 
 impl Filter {
@@ -195,6 +201,16 @@ impl Filter {
         Filter {
             event_types: schema.event_types.clone(),
             stream_prefixes: schema.stream_prefixes.clone(),
+            everything: false,
+        }
+    }
+
+    /// Every event the source has, system events included. (An EventStoreDB server
+    /// still leaves system events out of a subscription that does not name them.)
+    pub fn everything() -> Filter {
+        Filter {
+            everything: true,
+            ..Filter::default()
         }
     }
 
@@ -206,6 +222,9 @@ impl Filter {
 
     /// Does the projection want this event? System events (`$…`) only when named.
     pub fn matches(&self, stream: &str, event_type: &str) -> bool {
+        if self.everything {
+            return true;
+        }
         let type_ok = if self.event_types.is_empty() {
             !event_type.starts_with('$')
         } else {

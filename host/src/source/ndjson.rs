@@ -376,6 +376,7 @@ mod tests {
         let f = Filter {
             event_types: vec!["A".into()],
             stream_prefixes: vec!["order-".into()],
+            everything: false,
         };
         assert_eq!(read_all(text, None, f).unwrap().len(), 1);
         assert_eq!(

@@ -1,0 +1,219 @@
+//! One ingest per host: projections at the head share one reader of the source (one
+//! `$all` subscription for all of them), a projection added later catches up on its own
+//! and then joins, and a projection stuck on slow events is left behind instead of
+//! holding the others back; every table stays exact.
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::*;
+use esdb_test_server::{TestServer, read_ndjson};
+use serde_json::Value;
+use shop_events::Fold;
+
+fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// The host's `/api/projections`, by name → the projection's status.
+fn status(data: &Path) -> Vec<Value> {
+    let Some(base) = projector::client::address(data) else {
+        return Vec::new();
+    };
+    projector::client::request(&base, "GET", "/api/projections", None, None)
+        .ok()
+        .and_then(|r| serde_json::from_str(&r.body).ok())
+        .unwrap_or_default()
+}
+
+/// True when every listed projection is caught up and reads from the shared reader.
+fn all_shared(data: &Path, names: &[&str]) -> bool {
+    let s = status(data);
+    names.iter().all(|n| {
+        s.iter()
+            .any(|p| p["name"] == *n && p["state"] == "caught-up" && p["ingest"] == "shared")
+    })
+}
+
+/// Tables of order-summary and customer-stats equal the fold of `events`.
+fn exact(data: &Path, events: &Path) -> bool {
+    let want = Fold::of_file(events, None).unwrap();
+    let orders: Option<Vec<shop_events::OrderRow>> =
+        try_query(data, "order-summary", "SELECT * FROM orders");
+    let customers: Option<Vec<shop_events::CustomerRow>> =
+        try_query(data, "customer-stats", "SELECT * FROM customers");
+    let (Some(orders), Some(customers)) = (orders, customers) else {
+        return false;
+    };
+    orders.len() == want.orders.len()
+        && orders
+            .iter()
+            .all(|o| want.orders.get(&o.order_id) == Some(o))
+        && customers.len() == want.customers.len()
+        && customers
+            .iter()
+            .all(|c| want.customers.get(&c.customer_id) == Some(c))
+}
+
+fn try_query<T: serde::de::DeserializeOwned>(data: &Path, name: &str, sql: &str) -> Option<Vec<T>> {
+    let mut out = Vec::new();
+    projector::query::query(data, name, sql, &mut out).ok()?;
+    String::from_utf8(out)
+        .ok()?
+        .lines()
+        .map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[test]
+fn projections_at_the_head_share_one_subscription() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.ndjson");
+    shop_events(&events, 4, 20_000);
+    let server = TestServer::start(read_ndjson(&events).unwrap()).unwrap();
+    let m = modules(dir.path(), &["order-summary", "customer-stats", "noop"]);
+
+    // Shared (the default): three projections, one subscription.
+    let mut cfg = config(dir.path(), Path::new("unused"), &m, 1_000);
+    cfg.source = server.url();
+    let summary = run_once(&cfg);
+    assert!(summary.ok(), "{summary:?}");
+    assert!(exact(&cfg.data, &events));
+    assert_eq!(
+        server.subscriptions_served(),
+        1,
+        "one subscription for three"
+    );
+
+    // Each on its own: one subscription each, the same tables.
+    cfg.data = dir.path().join("data-own");
+    cfg.batch.shared_ingest = false;
+    let summary = run_once(&cfg);
+    assert!(summary.ok(), "{summary:?}");
+    assert!(exact(&cfg.data, &events));
+    assert_eq!(server.subscriptions_served(), 1 + 3);
+}
+
+#[test]
+fn a_new_projection_catches_up_on_its_own_then_joins_the_shared_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.ndjson");
+    // More than the shared reader keeps behind its members: the newcomer cannot start
+    // on it.
+    shop_events(&events, 5, 80_000);
+    let m = modules(dir.path(), &["order-summary"]);
+    let mut cfg = config(dir.path(), &events, &m, 1_000);
+    cfg.http.listen = "127.0.0.1:0".into();
+    let data = cfg.data.clone();
+    let (shutdown, host) = start_host(&cfg);
+    wait_for(
+        "order-summary on the shared reader",
+        Duration::from_secs(60),
+        || all_shared(&data, &["order-summary"]),
+    );
+
+    std::fs::copy(guest("customer-stats"), m.join("customer-stats.wasm")).unwrap();
+    // Seen reading on its own, part way through the history.
+    let mut seen_own = false;
+    let mut observe = |data: &Path| {
+        let s = status(data);
+        if let Some(c) = s.iter().find(|p| p["name"] == "customer-stats") {
+            let read = c["events_read"].as_u64().unwrap_or(0);
+            seen_own |= c["ingest"] == "own" && read > 0 && read < 80_000;
+        }
+    };
+    wait_for(
+        "customer-stats caught up, on the shared reader",
+        Duration::from_secs(60),
+        || {
+            observe(&data);
+            all_shared(&data, &["order-summary", "customer-stats"])
+        },
+    );
+    // More events: both read them from the shared reader, exactly.
+    let extra = dir.path().join("extra.ndjson");
+    shop_events(&extra, 6, 5_000);
+    use std::io::Write as _;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&events)
+        .unwrap()
+        .write_all(&std::fs::read(&extra).unwrap())
+        .unwrap();
+    wait_for("both exact", Duration::from_secs(60), || {
+        exact(&data, &events)
+    });
+    assert!(all_shared(&data, &["order-summary", "customer-stats"]));
+    shutdown.store(true, Ordering::Relaxed);
+    assert!(host.join().unwrap().unwrap().ok());
+    assert!(seen_own, "customer-stats read on its own while behind");
+}
+
+#[test]
+fn a_projection_stuck_on_slow_events_does_not_hold_the_others_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.ndjson");
+    // Each `Loop` event costs the hostile fixture a full call deadline (twice: in its
+    // batch, then alone when the batch is retried event by event); the shop events
+    // after them are more than the shared reader may run ahead of a member.
+    let loops: Vec<(usize, String)> = (0..6)
+        .map(|i| {
+            (
+                i,
+                format!("{{\"stream\":\"h-{i}\",\"type\":\"Loop\",\"data\":{{}}}}"),
+            )
+        })
+        .collect();
+    let inserts: Vec<(usize, &str)> = loops.iter().map(|(i, l)| (*i, l.as_str())).collect();
+    shop_events_with(&events, 8, 80_000, &inserts);
+    let m = modules(dir.path(), &["order-summary", "customer-stats", "hostile"]);
+    let mut cfg = config(dir.path(), &events, &m, 1_000);
+    cfg.http.listen = "127.0.0.1:0".into();
+    cfg.limits.fuel_per_event = 0;
+    cfg.limits.timeout_ms = 1_000;
+    cfg.projections.insert(
+        "hostile".into(),
+        toml::from_str("error_policy = \"skip\"").unwrap(),
+    );
+    let data = cfg.data.clone();
+    let (shutdown, host) = start_host(&cfg);
+
+    // The shop projections finish while the hostile one is still on its slow events.
+    wait_for("the shop tables exact", Duration::from_secs(60), || {
+        exact(&data, &events)
+    });
+    let hostile_seen = |data: &Path| -> i64 {
+        try_query::<Value>(data, "hostile", "SELECT count(*) AS n FROM seen")
+            .and_then(|r| r.first().and_then(|v| v["n"].as_i64()))
+            .unwrap_or(0)
+    };
+    // It sees every event but system events and its slow ones.
+    let text = std::fs::read_to_string(&events).unwrap();
+    let want = text
+        .lines()
+        .filter(|l| !l.contains("\"type\":\"$") && !l.contains("\"type\":\"Loop\""))
+        .count() as i64;
+    assert!(
+        hostile_seen(&data) < want,
+        "the shop projections waited for the hostile one"
+    );
+    // It catches up on its own, skipping the slow events, and joins again.
+    wait_for(
+        "the hostile projection to catch up",
+        Duration::from_secs(120),
+        || hostile_seen(&data) == want,
+    );
+    wait_for("all on the shared reader", Duration::from_secs(30), || {
+        all_shared(&data, &["order-summary", "customer-stats", "hostile"])
+    });
+    shutdown.store(true, Ordering::Relaxed);
+    assert!(host.join().unwrap().unwrap().ok());
+    assert!(exact(&data, &events));
+}
