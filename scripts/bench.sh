@@ -3,7 +3,9 @@
 # in this run on this machine, printed as ONE table at the end (progress on stderr).
 #
 #   noop / order-summary / customer-stats / both   `projector run --once` over the file
-#                                                   (fuel on; "both, fuel off" too)
+#                                                   (fuel on; "both" with one shared
+#                                                   reader, the default, and with each
+#                                                   reading on its own; "fuel off" too)
 #   both over EventStoreDB + raw client ceiling    tests/esdb.rs's benchmark: the test
 #                                                   server in-process, the real client
 #   rebuild                                         `projector replay order-summary`
@@ -87,11 +89,14 @@ both_rate=""
 for spec in "noop:10000000:noop" "order-summary:10000000:order-summary" \
             "customer-stats:10000000:customer-stats" \
             "both:10000000:order-summary customer-stats" \
+            "both-own:10000000:order-summary customer-stats" \
             "both-fuel-off:0:order-summary customer-stats"; do
   IFS=: read -r name fuel mods <<<"$spec"
   say "$name over the file"
   # shellcheck disable=SC2086
   cfg=$(config "$name" "$fuel" $mods)
+  # Each projection reading the file on its own: the host before the shared reader.
+  [ "$name" = both-own ] && sed -i '/^commit_events/a shared_ingest = false' "$cfg"
   # The host's summary (where the time went) goes to stderr; the table takes the rates.
   read -r rate prate secs < <("$bin/projector" run --config "$cfg" --once 2>/dev/null \
     | tee /dev/stderr | rates)
@@ -99,6 +104,7 @@ for spec in "noop:10000000:noop" "order-summary:10000000:order-summary" \
     noop) row "noop (host + Wasm boundary only)" "$rate" "${secs} s" ;;
     both) both_rate=$rate
           row "both shop projections" "$rate" "${prate} projection-events/s, ${secs} s" ;;
+    both-own) row "both, each reading the file on its own" "$rate" "${prate} projection-events/s, ${secs} s (shared_ingest = false)" ;;
     both-fuel-off) row "both, fuel metering off" "$rate" "${prate} projection-events/s, ${secs} s" ;;
     *) row "$name alone" "$rate" "${secs} s" ;;
   esac

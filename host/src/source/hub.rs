@@ -1,15 +1,18 @@
-//! One ingest per source: a single reader per host parses each event once and hands
-//! shared, immutable chunks to every runner that reads at the head.
+//! One ingest per source: the host reads and parses each event once and hands shared,
+//! immutable chunks of events to every runner that reads at the head.
 //!
 //! A runner's [`SharedSource`] joins the source's [`Hub`] at its checkpoint when the hub
-//! still holds that position (or starts the hub there when nobody reads); otherwise it
-//! reads on its own (a new projection, a rebuild, a replay) and joins once it has caught
-//! up with a position the hub holds. The reader keeps at most [`AHEAD`] chunks past
-//! the slowest member and [`HISTORY`] chunks behind it (so a runner a little behind can
-//! still join): memory stays bounded. A member that holds the reader back for longer than
-//! [`PATIENCE`] is left behind and reads on its own again, so a slow projection never
-//! stalls the others for long. Checkpoints are the runners' own, as before: sharing
-//! changes where events come from, never what is committed.
+//! still holds that position (or opens the hub's source there when nobody reads);
+//! otherwise it reads on its own (a new projection, a rebuild, a replay) and joins once
+//! it has caught up with a position the hub holds. There is no reader thread: the member
+//! that needs the next chunk first reads it for everyone (the others wait for it), so
+//! parsing runs on the runners' own threads and never queues behind them for a core.
+//! The hub keeps at most [`AHEAD`] chunks past the slowest member and [`HISTORY`] chunks
+//! behind it (so a runner a little behind can still join): memory stays bounded. A member
+//! that holds the others back for longer than [`PATIENCE`] is left behind and reads on
+//! its own again, so a slow projection never stalls the others for long. Checkpoints are
+//! the runners' own, as before: sharing changes where events come from, never what is
+//! committed.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
@@ -20,14 +23,14 @@ use crate::wit::{Event, Position};
 
 /// Events per chunk.
 const CHUNK: usize = 1024;
-/// Chunks the reader may run ahead of its slowest member.
-pub const AHEAD: u64 = 32;
+/// Chunks the fastest member may read ahead of the slowest.
+pub const AHEAD: u64 = 64;
 /// Chunks kept behind the slowest member, for runners joining a little behind.
 pub const HISTORY: u64 = 32;
-/// How long the reader waits for its slowest member before leaving it behind.
+/// How long the others wait for the slowest member before leaving it behind.
 pub const PATIENCE: Duration = Duration::from_secs(2);
-/// How long the reader waits for new events in one read.
-const READ_WAIT: Duration = Duration::from_millis(50);
+/// Spent chunks whose events are kept for reuse.
+const POOL: usize = 8;
 
 /// What the reader met after a chunk's events.
 #[derive(Clone)]
@@ -59,7 +62,7 @@ struct Cursor {
     index: usize,
 }
 
-/// A member's place, as the reader sees it.
+/// A member's place, as the others see it.
 struct Member {
     seq: u64,
     left_behind: bool,
@@ -69,19 +72,26 @@ struct State {
     chunks: VecDeque<Arc<Chunk>>,
     /// The seq the next chunk gets.
     next_seq: u64,
-    /// Where the reader has read up to.
+    /// Where the source has been read up to.
     head: Option<Position>,
-    /// The reader's last read stopped at the end of the source.
+    /// The last read stopped at the end of the source.
     at_end: bool,
-    /// The reader is running.
-    reading: bool,
+    /// The source is open: here, or out with the member reading it (`busy`).
+    open: bool,
+    source: Option<Box<dyn EventSource>>,
+    busy: bool,
     members: HashMap<u64, Member>,
     next_member: u64,
+    /// Since when the member at the head has waited for the slowest.
+    blocked_since: Option<Instant>,
+    /// Events of chunks nobody holds any more, reused (their strings and buffers too)
+    /// so steady-state reading allocates little.
+    pool: Vec<Vec<Event>>,
     /// The source's known total (for progress).
     total: u64,
 }
 
-/// The shared reader of one source (a file, or one `$all` subscription).
+/// The shared ingest of one source (a file, or one `$all` subscription).
 pub struct Hub {
     spec: String,
     follow: bool,
@@ -122,9 +132,13 @@ impl Hub {
                 next_seq: 0,
                 head: None,
                 at_end: false,
-                reading: false,
+                open: false,
+                source: None,
+                busy: false,
                 members: HashMap::new(),
                 next_member: 0,
+                blocked_since: None,
+                pool: Vec::new(),
                 total: 0,
             }),
             changed: Condvar::new(),
@@ -137,25 +151,39 @@ impl Hub {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Wait at most `d` for another member's news.
+    fn wait<'a>(&self, s: MutexGuard<'a, State>, d: Duration) -> MutexGuard<'a, State> {
+        self.changed
+            .wait_timeout(s, d)
+            .map(|(g, _)| g)
+            .unwrap_or_else(|e| e.into_inner().0)
+    }
+
     /// Join after `at`: the member's id and cursor, or None when the hub does not hold
     /// that position (the runner reads on its own meanwhile).
-    fn join(self: &Arc<Self>, at: Option<Position>) -> Option<(u64, Cursor)> {
+    fn join(&self, at: Option<Position>) -> Option<(u64, Cursor)> {
         let mut s = self.lock();
-        let cursor = if !s.reading {
+        let cursor = if !s.open {
+            let source = match super::open(
+                &self.spec,
+                at,
+                Filter::everything(),
+                self.follow,
+                &self.retry,
+            ) {
+                Ok(source) => source,
+                Err(e) => {
+                    tracing::debug!("no shared source ({e:#}); reading on its own");
+                    return None;
+                }
+            };
             s.chunks.clear();
             s.head = at;
             s.at_end = false;
-            s.reading = true;
-            let hub = self.clone();
-            let spawned = std::thread::Builder::new()
-                .name("ingest".into())
-                .spawn(move || hub.read_loop(at));
-            if let Err(e) = spawned {
-                tracing::warn!("no shared reader ({e}); each projection reads on its own");
-                s.reading = false;
-                return None;
-            }
-            tracing::debug!(source = %self.spec, from = ?at.map(|p| p.commit), "shared reader started");
+            s.open = true;
+            s.source = Some(source);
+            s.blocked_since = None;
+            tracing::debug!(source = %self.spec, from = ?at.map(|p| p.commit), "shared source opened");
             Cursor {
                 seq: s.next_seq,
                 index: 0,
@@ -190,113 +218,81 @@ impl Hub {
     }
 
     fn leave(&self, id: u64) {
-        self.lock().members.remove(&id);
-        self.changed.notify_all();
-    }
-
-    /// The reader: read chunks while anyone is a member, keeping within the bounds.
-    fn read_loop(self: Arc<Self>, from: Option<Position>) {
-        let everything = Filter::everything();
-        let mut source = match super::open(&self.spec, from, everything, self.follow, &self.retry) {
-            Ok(s) => s,
-            Err(e) => {
-                self.push(None, ChunkError::Failed(format!("{e:#}")));
-                return;
-            }
-        };
-        let mut waiting_since: Option<Instant> = None;
-        loop {
-            {
-                let mut s = self.lock();
-                loop {
-                    if s.members.is_empty() {
-                        s.reading = false;
-                        s.chunks.clear();
-                        tracing::debug!(source = %self.spec, "shared reader stopped: no members");
-                        return;
-                    }
-                    let slowest = slowest(&s);
-                    if s.next_seq.saturating_sub(slowest) < AHEAD {
-                        waiting_since = None;
-                        break;
-                    }
-                    let since = *waiting_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= PATIENCE {
-                        // Leave the slowest to read on its own; the others go on.
-                        for m in s.members.values_mut().filter(|m| m.seq == slowest) {
-                            m.left_behind = true;
-                        }
-                        tracing::info!(source = %self.spec, "a projection fell {AHEAD} chunks behind the shared reader for {PATIENCE:?}; it reads on its own until it catches up");
-                        self.changed.notify_all();
-                        continue;
-                    }
-                    s = self
-                        .changed
-                        .wait_timeout(s, PATIENCE)
-                        .map(|(g, _)| g)
-                        .unwrap_or_else(|e| e.into_inner().0);
-                }
-            }
-            let mut buf = EventBuffer::default();
-            match source.read_batch(&mut buf, CHUNK, READ_WAIT) {
-                Ok(read) => {
-                    let progress = source.progress();
-                    let got = read.last.is_some();
-                    {
-                        let mut s = self.lock();
-                        s.total = progress.total;
-                        if let Some(last) = read.last {
-                            let chunk = Chunk {
-                                seq: s.next_seq,
-                                after: s.head,
-                                events: buf.into_events(),
-                                last: Some(last),
-                                read: read.read,
-                                done: progress.done,
-                                error: None,
-                            };
-                            add(&mut s, chunk);
-                        }
-                        s.at_end = read.at_end;
-                    }
-                    self.changed.notify_all();
-                    if !got {
-                        std::thread::sleep(READ_WAIT);
-                    }
-                }
-                Err(SourceError::BadEvent(bad)) => {
-                    let at = bad.position;
-                    self.push(Some(at), ChunkError::Bad(bad));
-                }
-                Err(SourceError::Failed(e)) => {
-                    self.push(None, ChunkError::Failed(format!("{e:#}")));
-                    return;
-                }
-            }
-        }
-    }
-
-    /// A chunk carrying only an error (at `at`, or where the reader stands).
-    fn push(&self, at: Option<Position>, error: ChunkError) {
         {
             let mut s = self.lock();
-            let failed = matches!(error, ChunkError::Failed(_));
-            let chunk = Chunk {
-                seq: s.next_seq,
-                after: s.head,
-                events: Vec::new(),
-                last: at.or(s.head),
-                read: u64::from(at.is_some()),
-                done: s.chunks.back().map_or(0, |c| c.done),
-                error: Some(error),
-            };
-            add(&mut s, chunk);
-            if failed {
-                // Members read the failure; whoever joins next starts a new reader.
-                s.reading = false;
+            s.members.remove(&id);
+            if s.members.is_empty() && !s.busy {
+                // Nobody reads: close the source and free the chunks.
+                s.source = None;
+                s.open = false;
+                s.chunks.clear();
             }
         }
         self.changed.notify_all();
+    }
+
+    /// Read the next chunk for every member (the caller holds the lock in `s`, and
+    /// gets it back); waits at most `wait` for events.
+    fn read_next<'a>(
+        &'a self,
+        mut s: MutexGuard<'a, State>,
+        wait: Duration,
+    ) -> MutexGuard<'a, State> {
+        let Some(mut source) = s.source.take() else {
+            return s;
+        };
+        s.busy = true;
+        let mut buf = EventBuffer::reuse(s.pool.pop().unwrap_or_default());
+        drop(s);
+        let read = source.read_batch(&mut buf, CHUNK, wait);
+        let progress = source.progress();
+        let mut s = self.lock();
+        s.busy = false;
+        s.total = progress.total;
+        let (chunk_last, read_n, events, error) = match read {
+            Ok(read) => {
+                s.at_end = read.at_end;
+                s.source = Some(source);
+                match read.last {
+                    Some(last) => (Some(last), read.read, buf.into_events(), None),
+                    None => {
+                        self.changed.notify_all();
+                        return s;
+                    }
+                }
+            }
+            Err(SourceError::BadEvent(bad)) => {
+                s.source = Some(source);
+                (
+                    Some(bad.position),
+                    1,
+                    Vec::new(),
+                    Some(ChunkError::Bad(bad)),
+                )
+            }
+            Err(SourceError::Failed(e)) => {
+                // Members read the failure; whoever joins next opens the source again.
+                s.open = false;
+                (
+                    s.head,
+                    0,
+                    Vec::new(),
+                    Some(ChunkError::Failed(format!("{e:#}"))),
+                )
+            }
+        };
+        let chunk = Chunk {
+            seq: s.next_seq,
+            after: s.head,
+            events,
+            last: chunk_last,
+            read: read_n,
+            done: progress.done,
+            error,
+        };
+        add(&mut s, chunk);
+        self.changed.notify_all();
+        s
     }
 }
 
@@ -309,7 +305,11 @@ fn add(s: &mut State, chunk: Chunk) {
     s.chunks.push_back(Arc::new(chunk));
     let keep_from = slowest(s).saturating_sub(HISTORY);
     while s.chunks.front().is_some_and(|c| c.seq < keep_from) {
-        s.chunks.pop_front();
+        if let Some(Ok(chunk)) = s.chunks.pop_front().map(Arc::try_unwrap)
+            && s.pool.len() < POOL
+        {
+            s.pool.push(chunk.events);
+        }
     }
 }
 
@@ -380,10 +380,11 @@ impl SharedSource {
         loop {
             let chunk = {
                 let mut s = self.hub.lock();
-                if s.members.get(&id).is_none_or(|m| m.left_behind) {
-                    return Ok((batch, cursor, true));
-                }
+                let mut tried_end = false;
                 loop {
+                    if s.members.get(&id).is_none_or(|m| m.left_behind) {
+                        return Ok((batch, cursor, true));
+                    }
                     if let Some(front) = s.chunks.front()
                         && cursor.seq < front.seq
                     {
@@ -394,22 +395,41 @@ impl SharedSource {
                     if let Some(c) = s.chunks.get((cursor.seq - first) as usize) {
                         break Some(c.clone());
                     }
-                    // At the end, hand over what there is; catching up, fill the
-                    // batch until its deadline, as a source of one's own would.
-                    if s.at_end || !s.reading {
-                        batch.at_end = s.at_end;
-                        break None;
+                    if !s.open && !s.busy {
+                        // The source failed (the members have read why): read alone.
+                        return Ok((batch, cursor, true));
                     }
                     let wait = budget.deadline().saturating_duration_since(Instant::now());
-                    if wait.is_zero() {
+                    if tried_end || wait.is_zero() {
+                        // At the end, hand over what there is; catching up, the batch
+                        // filled until its deadline, as a source of one's own would.
+                        batch.at_end = tried_end;
                         break None;
                     }
-                    s = self
-                        .hub
-                        .changed
-                        .wait_timeout(s, wait)
-                        .map(|(g, _)| g)
-                        .unwrap_or_else(|e| e.into_inner().0);
+                    let slowest = slowest(&s);
+                    if s.busy {
+                        // Another member is reading the next chunk.
+                        s = self.hub.wait(s, wait);
+                    } else if s.next_seq.saturating_sub(slowest) >= AHEAD {
+                        // Far enough ahead of the slowest member: wait for it, but not
+                        // for long.
+                        let since = *s.blocked_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= PATIENCE {
+                            for m in s.members.values_mut().filter(|m| m.seq == slowest) {
+                                m.left_behind = true;
+                            }
+                            s.blocked_since = None;
+                            tracing::info!(source = %self.hub.spec, "a projection held the others back for {PATIENCE:?}; it reads on its own until it catches up");
+                        } else {
+                            let left = PATIENCE.saturating_sub(since.elapsed());
+                            s = self.hub.wait(s, wait.min(left));
+                        }
+                    } else {
+                        s.blocked_since = None;
+                        let at_end_before = s.next_seq;
+                        s = self.hub.read_next(s, wait);
+                        tried_end = s.next_seq == at_end_before && s.at_end;
+                    }
                 }
             };
             let Some(chunk) = chunk else {

@@ -155,6 +155,11 @@ impl EventBuffer {
         self.len = self.len.min(len);
     }
 
+    /// A buffer over events given back (their allocations are reused; none is in it).
+    pub fn reuse(events: Vec<Event>) -> EventBuffer {
+        EventBuffer { events, len: 0 }
+    }
+
     /// The events, given away (for a chunk shared by several runners).
     pub fn into_events(mut self) -> Vec<Event> {
         self.events.truncate(self.len);
