@@ -6,6 +6,8 @@
 #                                                   (fuel on; "both" with one shared
 #                                                   reader, the default, and with each
 #                                                   reading on its own; "fuel off" too)
+#   ten projections, shared / own ingest           noop under ten names: one reader for
+#                                                   all against one reader each
 #   both over EventStoreDB + raw client ceiling    tests/esdb.rs's benchmark: the test
 #                                                   server in-process, the real client
 #   rebuild                                         `projector replay order-summary`
@@ -84,6 +86,30 @@ TOML
   echo "$work/$name/projector.toml"
 }
 
+# The noop fixture under N names in a folder: its manifest name "noop" is one i32.const
+# in the code (4 bytes); each copy gets "n000", "n001", ... in its place (same length).
+noop_copies() { # count folder
+  python3 - "$work/wasm/noop.wasm" "$2" "$1" <<'PY'
+import sys
+def sleb(v):
+    out = bytearray()
+    while True:
+        b = v & 0x7f; v >>= 7
+        if (v == 0 and not b & 0x40) or (v == -1 and b & 0x40):
+            out.append(b); return bytes(out)
+        out.append(b | 0x80)
+src, out, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+wasm = open(src, "rb").read()
+old = b"\x41" + sleb(int.from_bytes(b"noop", "little"))
+assert wasm.count(old) == 1, "the noop fixture changed: its name is not one i32.const"
+for i in range(count):
+    name = b"n%03d" % i
+    new = b"\x41" + sleb(int.from_bytes(name, "little"))
+    assert len(new) == len(old)
+    open(f"{out}/{name.decode()}.wasm", "wb").write(wasm.replace(old, new))
+PY
+}
+
 # 1. Projections over the file.
 both_rate=""
 for spec in "noop:10000000:noop" "order-summary:10000000:order-summary" \
@@ -108,6 +134,18 @@ for spec in "noop:10000000:noop" "order-summary:10000000:order-summary" \
     both-fuel-off) row "both, fuel metering off" "$rate" "${prate} projection-events/s, ${secs} s" ;;
     *) row "$name alone" "$rate" "${secs} s" ;;
   esac
+done
+
+# 1b. Ten projections over the file (noop under ten names, every event each): one shared
+# reader for all (the default) against each reading the file on its own.
+for mode in shared own; do
+  say "ten projections, $mode ingest"
+  cfg=$(config "ten-$mode" 10000000)
+  noop_copies 10 "$work/ten-$mode/modules"
+  [ "$mode" = own ] && sed -i '/^commit_events/a shared_ingest = false' "$cfg"
+  read -r rate prate secs < <("$bin/projector" run --config "$cfg" --once 2>/dev/null \
+    | tee /dev/stderr | rates)
+  row "ten projections, $mode ingest" "$rate" "${prate} projection-events/s, ${secs} s"
 done
 
 # 2. Rebuild: a fresh build of order-summary from the first event, offline.
@@ -153,27 +191,7 @@ row "import into EventStoreDB (test server)" "$rate" \
 say "100 loaded projections"
 mkdir -p "$work/hundred/modules"
 head -n 1000 "$work/events.ndjson" > "$work/hundred/events.ndjson"
-# The noop fixture under 100 names: its manifest name "noop" is one i32.const in the
-# code (4 bytes); each copy gets "n000".."n099" in its place (same encoded length).
-python3 - "$work/wasm/noop.wasm" "$work/hundred/modules" <<'PY'
-import sys
-def sleb(v):
-    out = bytearray()
-    while True:
-        b = v & 0x7f; v >>= 7
-        if (v == 0 and not b & 0x40) or (v == -1 and b & 0x40):
-            out.append(b); return bytes(out)
-        out.append(b | 0x80)
-src, out = sys.argv[1], sys.argv[2]
-wasm = open(src, "rb").read()
-old = b"\x41" + sleb(int.from_bytes(b"noop", "little"))
-assert wasm.count(old) == 1, "the noop fixture changed: its name is not one i32.const"
-for i in range(100):
-    name = b"n%03d" % i
-    new = b"\x41" + sleb(int.from_bytes(name, "little"))
-    assert len(new) == len(old)
-    open(f"{out}/{name.decode()}.wasm", "wb").write(wasm.replace(old, new))
-PY
+noop_copies 100 "$work/hundred/modules"
 cat > "$work/hundred/projector.toml" <<TOML
 source = "events.ndjson"
 data = "data"

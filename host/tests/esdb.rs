@@ -175,7 +175,7 @@ fn twenty_dropped_subscriptions_a_refusal_and_a_restart_leave_the_tables_exact()
     let summary = host.join().unwrap().unwrap();
     assert!(summary.ok(), "{summary:?}");
     assert!(
-        server.subscriptions_served() >= 1 + 20,
+        server.subscriptions_served() > 20,
         "resubscribed: {}",
         server.subscriptions_served()
     );

@@ -84,10 +84,6 @@ impl TableInfo {
         }
         row
     }
-
-    fn key_of(&self, row: &[Value]) -> Vec<Value> {
-        self.primary_key.iter().map(|&i| row[i].clone()).collect()
-    }
 }
 
 /// A row read from (or about to be written to) one of the projection's tables.
@@ -218,12 +214,17 @@ impl Ctx {
         Ok(())
     }
 
-    /// The overlay slot for a row, created empty (absent) when first touched.
-    fn slot(&mut self, table: usize, key: &[Value]) -> (usize, bool) {
+    /// The overlay slot for a row, created empty (absent) when first touched. The key
+    /// is only copied for a new slot.
+    fn slot<'v>(
+        &mut self,
+        table: usize,
+        key: impl Iterator<Item = &'v Value> + Clone,
+    ) -> (usize, bool) {
         self.scratch.clear();
         self.scratch
             .extend_from_slice(&(table as u32).to_le_bytes());
-        for v in key {
+        for v in key.clone() {
             v.encode_into(&mut self.scratch);
         }
         if let Some(&i) = self.index.get(&self.scratch) {
@@ -233,7 +234,7 @@ impl Ctx {
         self.index.insert(self.scratch.clone(), i);
         self.entries.push(Entry {
             table,
-            key: key.to_vec(),
+            key: key.cloned().collect(),
             state: State::Deltas(Vec::new()),
         });
         (i, true)
@@ -254,7 +255,7 @@ impl Ctx {
         let t = self.schema.table(table)?;
         let key = key.into_key().0;
         self.check_key(t, &key)?;
-        let (i, fresh) = self.slot(t, &key);
+        let (i, fresh) = self.slot(t, key.iter());
         let info = self.info(t);
         let entry = &mut self.entries[i];
         let current = match &mut entry.state {
@@ -292,8 +293,7 @@ impl Ctx {
                 values.len()
             )));
         }
-        let key = info.key_of(&values);
-        let (i, _) = self.slot(t, &key);
+        let (i, _) = self.slot(t, info.primary_key.iter().map(|&c| &values[c]));
         self.entries[i].state = State::Row(values);
         Ok(())
     }
@@ -317,7 +317,7 @@ impl Ctx {
         let t = self.schema.table(table)?;
         let key = key.into_key().0;
         self.check_key(t, &key)?;
-        let (i, _) = self.slot(t, &key);
+        let (i, _) = self.slot(t, key.iter());
         self.entries[i].state = State::Deleted;
         Ok(())
     }
@@ -344,7 +344,7 @@ impl Ctx {
             }
             cols.push((col, by.clone()));
         }
-        let (i, _) = self.slot(t, &key);
+        let (i, _) = self.slot(t, key.iter());
         let entry = &mut self.entries[i];
         match &mut entry.state {
             State::Row(row) => apply(row, cols)?,
