@@ -82,8 +82,9 @@ struct State {
     busy: bool,
     members: HashMap<u64, Member>,
     next_member: u64,
-    /// Since when the member at the head has waited for the slowest.
-    blocked_since: Option<Instant>,
+    /// Since when a member at the head has waited for the slowest, and the chunk the
+    /// slowest was at then (the wait restarts when it moves).
+    blocked: Option<(u64, Instant)>,
     /// Events of chunks nobody holds any more, reused (their strings and buffers too)
     /// so steady-state reading allocates little.
     pool: Vec<Vec<Event>>,
@@ -137,7 +138,7 @@ impl Hub {
                 busy: false,
                 members: HashMap::new(),
                 next_member: 0,
-                blocked_since: None,
+                blocked: None,
                 pool: Vec::new(),
                 total: 0,
             }),
@@ -182,7 +183,7 @@ impl Hub {
             s.at_end = false;
             s.open = true;
             s.source = Some(source);
-            s.blocked_since = None;
+            s.blocked = None;
             tracing::debug!(source = %self.spec, from = ?at.map(|p| p.commit), "shared source opened");
             Cursor {
                 seq: s.next_seq,
@@ -413,19 +414,26 @@ impl SharedSource {
                     } else if s.next_seq.saturating_sub(slowest) >= AHEAD {
                         // Far enough ahead of the slowest member: wait for it, but not
                         // for long.
-                        let since = *s.blocked_since.get_or_insert_with(Instant::now);
+                        let since = match s.blocked {
+                            Some((at, since)) if at == slowest => since,
+                            _ => {
+                                let now = Instant::now();
+                                s.blocked = Some((slowest, now));
+                                now
+                            }
+                        };
                         if since.elapsed() >= PATIENCE {
                             for m in s.members.values_mut().filter(|m| m.seq == slowest) {
                                 m.left_behind = true;
                             }
-                            s.blocked_since = None;
+                            s.blocked = None;
                             tracing::info!(source = %self.hub.spec, "a projection held the others back for {PATIENCE:?}; it reads on its own until it catches up");
                         } else {
                             let left = PATIENCE.saturating_sub(since.elapsed());
                             s = self.hub.wait(s, wait.min(left));
                         }
                     } else {
-                        s.blocked_since = None;
+                        s.blocked = None;
                         let at_end_before = s.next_seq;
                         s = self.hub.read_next(s, wait);
                         tried_end = s.next_seq == at_end_before && s.at_end;
