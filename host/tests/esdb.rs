@@ -31,45 +31,6 @@ fn esdb_config(dir: &Path, server: &TestServer, names: &[&str]) -> projector::Co
     cfg
 }
 
-/// Rows of a query, or None while the projection has no tables yet.
-fn try_query<T: serde::de::DeserializeOwned>(data: &Path, name: &str, sql: &str) -> Option<Vec<T>> {
-    let mut out = Vec::new();
-    projector::query::query(data, name, sql, &mut out).ok()?;
-    String::from_utf8(out)
-        .ok()?
-        .lines()
-        .map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-/// The orders table keyed by id, or None while there is none.
-fn try_orders(data: &Path) -> Option<std::collections::BTreeMap<String, shop_events::OrderRow>> {
-    let rows: Vec<shop_events::OrderRow> =
-        try_query(data, "order-summary", "SELECT * FROM orders")?;
-    Some(rows.into_iter().map(|r| (r.order_id.clone(), r)).collect())
-}
-
-/// Both shop read models equal the fold of the first `upto` events of the file.
-fn exact(data: &Path, events: &Path, upto: Option<usize>) -> bool {
-    let want = Fold::of_file(events, upto).unwrap();
-    let customers: Option<Vec<shop_events::CustomerRow>> =
-        try_query(data, "customer-stats", "SELECT * FROM customers");
-    let customers = customers.map(|rows| {
-        rows.into_iter()
-            .map(|r| (r.customer_id.clone(), r))
-            .collect::<std::collections::BTreeMap<_, _>>()
-    });
-    try_orders(data) == Some(want.orders) && customers == Some(want.customers)
-}
-
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !cond() {
-        assert!(t0.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
 #[test]
 fn shop_projections_from_the_server_equal_the_fold_and_the_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -122,7 +83,7 @@ fn a_restarted_host_resumes_without_gaps_or_duplicates() {
     let data = dir.path().join("data");
 
     assert!(run_once(&cfg).ok());
-    assert!(exact(&data, &events, Some(60_000)));
+    assert!(shop_exact(&data, &events, Some(60_000)));
 
     // Appended while the host is down; then a host stopped mid-stream, then resumed.
     server.append_direct(all[60_000..].iter().cloned());
@@ -133,7 +94,7 @@ fn a_restarted_host_resumes_without_gaps_or_duplicates() {
     assert!(first.ok(), "{first:?}");
     let summary = run_once(&cfg);
     assert!(summary.ok(), "{summary:?}");
-    assert!(exact(&data, &events, None));
+    assert!(shop_exact(&data, &events, None));
 }
 
 #[test]
@@ -149,7 +110,7 @@ fn twenty_dropped_subscriptions_a_refusal_and_a_restart_leave_the_tables_exact()
     for i in 0..20 {
         // Each drop hits the host's shared subscription (and the own subscription of a
         // projection reading alone for a while, if any), resubscribed since the last.
-        wait_for("resubscribed", Duration::from_secs(30), || {
+        wait_until("resubscribed", Duration::from_secs(30), || {
             server.subscriptions_served() > served && server.live_subscriptions() >= 1
         });
         served = server.subscriptions_served();
@@ -168,8 +129,8 @@ fn twenty_dropped_subscriptions_a_refusal_and_a_restart_leave_the_tables_exact()
             server.stall(Duration::from_millis(200));
         }
     }
-    wait_for("exact tables", Duration::from_secs(120), || {
-        exact(&data, &events, None)
+    wait_until("exact tables", Duration::from_secs(120), || {
+        shop_exact(&data, &events, None)
     });
     shutdown.store(true, Ordering::Relaxed);
     let summary = host.join().unwrap().unwrap();
@@ -179,7 +140,7 @@ fn twenty_dropped_subscriptions_a_refusal_and_a_restart_leave_the_tables_exact()
         "resubscribed: {}",
         server.subscriptions_served()
     );
-    assert!(exact(&data, &events, None));
+    assert!(shop_exact(&data, &events, None));
 }
 
 #[test]
@@ -193,7 +154,7 @@ fn a_server_that_refuses_connections_at_start_is_retried() {
     server.start_again().unwrap();
     let data = dir.path().join("data");
     let want = Fold::of_file(&events, None).unwrap();
-    wait_for("exact tables", Duration::from_secs(60), || {
+    wait_until("exact tables", Duration::from_secs(60), || {
         try_orders(&data).as_ref() == Some(&want.orders)
     });
     shutdown.store(true, Ordering::Relaxed);
@@ -234,7 +195,7 @@ fn appended_events_show_up_live_and_bad_ones_follow_the_policy() {
     let data = dir.path().join("data");
     let (shutdown, host) = start_host(&cfg);
     let want = Fold::of_file(&events, None).unwrap();
-    wait_for("caught up", Duration::from_secs(60), || {
+    wait_until("caught up", Duration::from_secs(60), || {
         try_orders(&data).as_ref() == Some(&want.orders)
     });
 
@@ -258,10 +219,10 @@ fn appended_events_show_up_live_and_bad_ones_follow_the_policy() {
             .await
             .unwrap();
     });
-    wait_for("the live order", Duration::from_secs(30), || {
+    wait_until("the live order", Duration::from_secs(30), || {
         try_orders(&data).is_some_and(|o| o.contains_key("live-1"))
     });
-    wait_for("the dead letter", Duration::from_secs(30), || {
+    wait_until("the dead letter", Duration::from_secs(30), || {
         try_query::<serde_json::Value>(
             &data,
             "order-summary",
@@ -349,7 +310,7 @@ fn import_loads_a_file_idempotently() {
 
     let cfg = esdb_config(dir.path(), &server, &["order-summary", "customer-stats"]);
     assert!(run_once(&cfg).ok());
-    assert!(exact(&dir.path().join("data"), &events, None));
+    assert!(shop_exact(&dir.path().join("data"), &events, None));
 }
 
 /// Benchmark (printed, not asserted; run by `scripts/bench.sh`): events/s through the

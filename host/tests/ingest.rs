@@ -7,20 +7,11 @@ mod common;
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use esdb_test_server::{TestServer, read_ndjson};
 use serde_json::Value;
-use shop_events::Fold;
-
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !cond() {
-        assert!(t0.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
 
 /// The host's `/api/projections`, by name → the projection's status.
 fn status(data: &Path) -> Vec<Value> {
@@ -42,36 +33,6 @@ fn all_shared(data: &Path, names: &[&str]) -> bool {
     })
 }
 
-/// Tables of order-summary and customer-stats equal the fold of `events`.
-fn exact(data: &Path, events: &Path) -> bool {
-    let want = Fold::of_file(events, None).unwrap();
-    let orders: Option<Vec<shop_events::OrderRow>> =
-        try_query(data, "order-summary", "SELECT * FROM orders");
-    let customers: Option<Vec<shop_events::CustomerRow>> =
-        try_query(data, "customer-stats", "SELECT * FROM customers");
-    let (Some(orders), Some(customers)) = (orders, customers) else {
-        return false;
-    };
-    orders.len() == want.orders.len()
-        && orders
-            .iter()
-            .all(|o| want.orders.get(&o.order_id) == Some(o))
-        && customers.len() == want.customers.len()
-        && customers
-            .iter()
-            .all(|c| want.customers.get(&c.customer_id) == Some(c))
-}
-
-fn try_query<T: serde::de::DeserializeOwned>(data: &Path, name: &str, sql: &str) -> Option<Vec<T>> {
-    let mut out = Vec::new();
-    projector::query::query(data, name, sql, &mut out).ok()?;
-    String::from_utf8(out)
-        .ok()?
-        .lines()
-        .map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
 #[test]
 fn projections_at_the_head_share_one_subscription() {
     let dir = tempfile::tempdir().unwrap();
@@ -85,7 +46,7 @@ fn projections_at_the_head_share_one_subscription() {
     cfg.source = server.url();
     let summary = run_once(&cfg);
     assert!(summary.ok(), "{summary:?}");
-    assert!(exact(&cfg.data, &events));
+    assert!(shop_exact(&cfg.data, &events, None));
     assert_eq!(
         server.subscriptions_served(),
         1,
@@ -97,7 +58,7 @@ fn projections_at_the_head_share_one_subscription() {
     cfg.batch.shared_ingest = false;
     let summary = run_once(&cfg);
     assert!(summary.ok(), "{summary:?}");
-    assert!(exact(&cfg.data, &events));
+    assert!(shop_exact(&cfg.data, &events, None));
     assert_eq!(server.subscriptions_served(), 1 + 3);
 }
 
@@ -113,7 +74,7 @@ fn a_new_projection_catches_up_on_its_own_then_joins_the_shared_reader() {
     cfg.http.listen = "127.0.0.1:0".into();
     let data = cfg.data.clone();
     let (shutdown, host) = start_host(&cfg);
-    wait_for(
+    wait_until(
         "order-summary on the shared reader",
         Duration::from_secs(60),
         || all_shared(&data, &["order-summary"]),
@@ -129,7 +90,7 @@ fn a_new_projection_catches_up_on_its_own_then_joins_the_shared_reader() {
             seen_own |= c["ingest"] == "own" && read > 0 && read < 80_000;
         }
     };
-    wait_for(
+    wait_until(
         "customer-stats caught up, on the shared reader",
         Duration::from_secs(60),
         || {
@@ -147,8 +108,8 @@ fn a_new_projection_catches_up_on_its_own_then_joins_the_shared_reader() {
         .unwrap()
         .write_all(&std::fs::read(&extra).unwrap())
         .unwrap();
-    wait_for("both exact", Duration::from_secs(60), || {
-        exact(&data, &events)
+    wait_until("both exact", Duration::from_secs(60), || {
+        shop_exact(&data, &events, None)
     });
     assert!(all_shared(&data, &["order-summary", "customer-stats"]));
     shutdown.store(true, Ordering::Relaxed);
@@ -186,8 +147,8 @@ fn a_projection_stuck_on_slow_events_does_not_hold_the_others_back() {
     let (shutdown, host) = start_host(&cfg);
 
     // The shop projections finish while the hostile one is still on its slow events.
-    wait_for("the shop tables exact", Duration::from_secs(60), || {
-        exact(&data, &events)
+    wait_until("the shop tables exact", Duration::from_secs(60), || {
+        shop_exact(&data, &events, None)
     });
     let hostile_seen = |data: &Path| -> i64 {
         try_query::<Value>(data, "hostile", "SELECT count(*) AS n FROM seen")
@@ -205,15 +166,15 @@ fn a_projection_stuck_on_slow_events_does_not_hold_the_others_back() {
         "the shop projections waited for the hostile one"
     );
     // It catches up on its own, skipping the slow events, and joins again.
-    wait_for(
+    wait_until(
         "the hostile projection to catch up",
         Duration::from_secs(120),
         || hostile_seen(&data) == want,
     );
-    wait_for("all on the shared reader", Duration::from_secs(30), || {
+    wait_until("all on the shared reader", Duration::from_secs(30), || {
         all_shared(&data, &["order-summary", "customer-stats", "hostile"])
     });
     shutdown.store(true, Ordering::Relaxed);
     assert!(host.join().unwrap().unwrap().ok());
-    assert!(exact(&data, &events));
+    assert!(shop_exact(&data, &events, None));
 }

@@ -511,30 +511,14 @@ impl Registry {
             self.reports.push(old.stop());
             tracing::info!(projection = %name, version, "the replaced build stopped");
         }
-        // The catalog may be busy for a moment (a query, a checkpoint): try a few times.
-        let mut attempt = 0;
-        loop {
-            match crate::store::prune_builds(
-                &self.config.data,
-                name,
-                self.config.reload.keep_versions,
-            ) {
-                Ok(doomed) => {
-                    for (version, generation) in doomed {
-                        tracing::info!(projection = %name, version, generation, "old tables dropped");
-                    }
-                    break;
-                }
-                Err(e) if attempt < 10 => {
-                    attempt += 1;
-                    tracing::debug!(projection = %name, attempt, "deleting old builds: {e:#}; retrying");
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-                Err(e) => {
-                    tracing::warn!(projection = %name, "could not delete old builds: {e:#}");
-                    break;
+        match crate::store::prune_builds(&self.config.data, name, self.config.reload.keep_versions)
+        {
+            Ok(doomed) => {
+                for (version, generation) in doomed {
+                    tracing::info!(projection = %name, version, generation, "old tables dropped");
                 }
             }
+            Err(e) => tracing::warn!(projection = %name, "could not delete old builds: {e:#}"),
         }
     }
 

@@ -48,8 +48,6 @@ struct Chunk {
     events: Vec<Event>,
     /// The last position read (an event, or a server checkpoint past it).
     last: Option<Position>,
-    /// Events the source read for this chunk, with the ones it left out.
-    read: u64,
     /// The source's progress after this chunk (its own unit: bytes, positions).
     done: u64,
     error: Option<ChunkError>,
@@ -76,8 +74,7 @@ struct State {
     head: Option<Position>,
     /// The last read stopped at the end of the source.
     at_end: bool,
-    /// The source is open: here, or out with the member reading it (`busy`).
-    open: bool,
+    /// The source, unless it is out with the member reading it (`busy`) or closed.
     source: Option<Box<dyn EventSource>>,
     busy: bool,
     members: HashMap<u64, Member>,
@@ -90,6 +87,13 @@ struct State {
     pool: Vec<Vec<Event>>,
     /// The source's known total (for progress).
     total: u64,
+}
+
+impl State {
+    /// The source is open: here, or out with the member reading it.
+    fn is_open(&self) -> bool {
+        self.source.is_some() || self.busy
+    }
 }
 
 /// The shared ingest of one source (a file, or one `$all` subscription).
@@ -133,7 +137,6 @@ impl Hub {
                 next_seq: 0,
                 head: None,
                 at_end: false,
-                open: false,
                 source: None,
                 busy: false,
                 members: HashMap::new(),
@@ -164,7 +167,7 @@ impl Hub {
     /// that position (the runner reads on its own meanwhile).
     fn join(&self, at: Option<Position>) -> Option<(u64, Cursor)> {
         let mut s = self.lock();
-        let cursor = if !s.open {
+        let cursor = if !s.is_open() {
             let source = match super::open(
                 &self.spec,
                 at,
@@ -181,7 +184,6 @@ impl Hub {
             s.chunks.clear();
             s.head = at;
             s.at_end = false;
-            s.open = true;
             s.source = Some(source);
             s.blocked = None;
             tracing::debug!(source = %self.spec, from = ?at.map(|p| p.commit), "shared source opened");
@@ -225,7 +227,6 @@ impl Hub {
             if s.members.is_empty() && !s.busy {
                 // Nobody reads: close the source and free the chunks.
                 s.source = None;
-                s.open = false;
                 s.chunks.clear();
             }
         }
@@ -250,12 +251,12 @@ impl Hub {
         let mut s = self.lock();
         s.busy = false;
         s.total = progress.total;
-        let (chunk_last, read_n, events, error) = match read {
+        let (chunk_last, events, error) = match read {
             Ok(read) => {
                 s.at_end = read.at_end;
                 s.source = Some(source);
                 match read.last {
-                    Some(last) => (Some(last), read.read, buf.into_events(), None),
+                    Some(last) => (Some(last), buf.into_events(), None),
                     None => {
                         self.changed.notify_all();
                         return s;
@@ -264,19 +265,13 @@ impl Hub {
             }
             Err(SourceError::BadEvent(bad)) => {
                 s.source = Some(source);
-                (
-                    Some(bad.position),
-                    1,
-                    Vec::new(),
-                    Some(ChunkError::Bad(bad)),
-                )
+                (Some(bad.position), Vec::new(), Some(ChunkError::Bad(bad)))
             }
             Err(SourceError::Failed(e)) => {
-                // Members read the failure; whoever joins next opens the source again.
-                s.open = false;
+                // Members read the failure (the source stays closed); whoever joins
+                // next opens it again.
                 (
                     s.head,
-                    0,
                     Vec::new(),
                     Some(ChunkError::Failed(format!("{e:#}"))),
                 )
@@ -287,7 +282,6 @@ impl Hub {
             after: s.head,
             events,
             last: chunk_last,
-            read: read_n,
             done: progress.done,
             error,
         };
@@ -396,7 +390,7 @@ impl SharedSource {
                     if let Some(c) = s.chunks.get((cursor.seq - first) as usize) {
                         break Some(c.clone());
                     }
-                    if !s.open && !s.busy {
+                    if !s.is_open() {
                         // The source failed (the members have read why): read alone.
                         return Ok((batch, cursor, true));
                     }
@@ -469,9 +463,8 @@ impl SharedSource {
             self.hub.changed.notify_all();
             match &chunk.error {
                 None => {
-                    // The whole chunk is through: the events the reader left out count
-                    // as read, and its end may be a server checkpoint past its events.
-                    batch.read += chunk.read.saturating_sub(chunk.events.len() as u64);
+                    // The whole chunk is through: its end may be a server checkpoint
+                    // past its events.
                     if key(chunk.last) > key(batch.last) {
                         batch.last = chunk.last;
                     }

@@ -259,8 +259,8 @@ pub fn is_esdb(spec: &str) -> bool {
 }
 
 /// A runner's source after `from`: the host's shared reader of `spec` when `shared`
-/// (and the projection wants no system events, which the shared reader leaves out),
-/// else a reader of its own.
+/// (and the projection names no system events, which the shared subscription to an
+/// EventStoreDB server does not receive), else a reader of its own.
 pub fn open_for_runner(
     spec: &str,
     from: Option<Position>,

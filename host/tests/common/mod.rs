@@ -182,3 +182,46 @@ pub fn assert_same<T: PartialEq + std::fmt::Debug>(
     }
     assert_eq!(got.len(), want.len(), "{what}: extra rows");
 }
+
+/// Rows of a query, or None while the projection has no tables yet.
+pub fn try_query<T: serde::de::DeserializeOwned>(
+    data: &Path,
+    name: &str,
+    sql: &str,
+) -> Option<Vec<T>> {
+    let mut out = Vec::new();
+    projector::query::query(data, name, sql, &mut out).ok()?;
+    String::from_utf8(out)
+        .ok()?
+        .lines()
+        .map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The orders table keyed by id, or None while there is none.
+pub fn try_orders(data: &Path) -> Option<BTreeMap<String, OrderRow>> {
+    let rows: Vec<OrderRow> = try_query(data, "order-summary", "SELECT * FROM orders")?;
+    Some(rows.into_iter().map(|r| (r.order_id.clone(), r)).collect())
+}
+
+/// Both shop read models equal the fold of the first `upto` events of the file.
+pub fn shop_exact(data: &Path, events: &Path, upto: Option<usize>) -> bool {
+    let want = shop_events::Fold::of_file(events, upto).unwrap();
+    let customers: Option<Vec<CustomerRow>> =
+        try_query(data, "customer-stats", "SELECT * FROM customers");
+    let customers = customers.map(|rows| {
+        rows.into_iter()
+            .map(|r| (r.customer_id.clone(), r))
+            .collect::<BTreeMap<_, _>>()
+    });
+    try_orders(data) == Some(want.orders) && customers == Some(want.customers)
+}
+
+/// Poll `cond` every 25 ms until it holds; fail naming `what` after `limit`.
+pub fn wait_until(what: &str, limit: std::time::Duration, mut cond: impl FnMut() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+}
