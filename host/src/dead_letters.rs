@@ -73,7 +73,7 @@ pub fn retry(config: &Config, projection: &str) -> Result<RetryReport> {
             let (_, result) = module.handle(Box::new(db.reader()), buf.as_slice());
             let ops = result.map_err(|e| e.to_string())?;
             // The checkpoint stays where it is: this event was passed long ago.
-            db.apply_batch(&ops, checkpoint, limits)
+            db.apply_batch(ops, checkpoint, limits)
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         });

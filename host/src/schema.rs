@@ -354,41 +354,6 @@ impl TableSchema {
             select_sql,
         })
     }
-
-    /// SQL adding to `columns` of the row keyed by ?1..?k (created with defaults if missing).
-    pub fn increment_sql(&self, columns: &[usize]) -> String {
-        let name = &self.name;
-        let mut cols: Vec<usize> = self.primary_key.clone();
-        cols.extend_from_slice(columns);
-        let list = cols
-            .iter()
-            .map(|&i| format!("\"{}\"", self.columns[i].name))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let placeholders = (1..=cols.len())
-            .map(|i| format!("?{i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let pk = self
-            .primary_key
-            .iter()
-            .map(|&i| format!("\"{}\"", self.columns[i].name))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sets = columns
-            .iter()
-            .map(|&i| {
-                format!(
-                    "\"{0}\" = COALESCE(\"{0}\", 0) + excluded.\"{0}\"",
-                    self.columns[i].name
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        format!(
-            "INSERT INTO \"{name}\" ({list}) VALUES ({placeholders}) ON CONFLICT ({pk}) DO UPDATE SET {sets}"
-        )
-    }
 }
 
 #[cfg(test)]

@@ -2,8 +2,9 @@
 //!
 //! The path of an event: `source.read_batch` (filtered by the manifest's interests)
 //! → `module.handle` (one fresh instance per batch) → `db.apply_batch` (ops and
-//! checkpoint in one savepoint) → `db.commit` (every batch when live; every
-//! `commit_events` / `commit_interval_ms` while catching up).
+//! checkpoint into the commit window, whole or not at all) → `db.commit` (the window's
+//! rows written once each, every batch when live; every `commit_events` /
+//! `commit_interval_ms` while catching up).
 //!
 //! A runner writes only its own build's database. It never writes the catalog: it
 //! reports each [`Transition`] to whoever records them (the registry, or an offline
@@ -343,7 +344,7 @@ impl Runner {
                     position: bad.position,
                     events: o.checkpoint.events + 1,
                 };
-                o.db.apply_batch(&[], o.checkpoint, self.op_limits())?;
+                o.db.apply_batch(Vec::new(), o.checkpoint, self.op_limits())?;
                 return Ok(Step::Batch);
             }
             Err(e) => {
@@ -552,7 +553,7 @@ impl Runner {
                 }
             }
         }
-        db.apply_batch(&[], next, self.op_limits())?;
+        db.apply_batch(Vec::new(), next, self.op_limits())?;
         Ok(written)
     }
 
@@ -613,7 +614,7 @@ impl Runner {
             result?
         };
         let t0 = Instant::now();
-        let written = db.apply_batch(&ops, next, self.op_limits())?;
+        let written = db.apply_batch(ops, next, self.op_limits())?;
         add_time(&self.stats.write_ns, t0);
         Ok(written)
     }

@@ -1,7 +1,6 @@
 //! One build's database: the projection's tables, its checkpoint and dead letters in one
 //! SQLite file, so a batch's ops and the checkpoint after them commit together.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -11,6 +10,7 @@ use rusqlite::{Connection, OptionalExtension, ToSql, params};
 
 use super::layout::build_path;
 use super::ops::{OpError, OpLimits, validate};
+use super::window::{MAX_ROWS, Pending, Window};
 use crate::runtime::RowReader;
 use crate::schema::{Schema, TableSchema};
 use crate::wit::{Event, Op, Position, Value};
@@ -40,14 +40,23 @@ fn from_sql(v: ValueRef<'_>) -> Value {
 }
 
 /// The read model of one projection version: its tables and checkpoint.
+///
+/// Batches apply to the commit [`Window`] in memory; the window is written into the
+/// open transaction at commit (or when it holds [`MAX_ROWS`] rows), with the checkpoint.
 pub struct ProjectionDb {
     /// Shared with the [`TableReader`]s lent to the module for `get`, which read through
-    /// the open transaction (read-your-writes across the batches of a commit).
-    conn: Arc<Mutex<Connection>>,
+    /// the window and the open transaction (read-your-writes across a commit's batches).
+    inner: Arc<Mutex<Inner>>,
     schema: Arc<Schema>,
-    /// Increment SQL per (table, delta columns), built once per shape.
-    increment_sql: HashMap<(usize, Vec<usize>), String>,
+    /// The checkpoint of the last batch applied, written at commit.
+    pending: Option<Checkpoint>,
     in_transaction: bool,
+}
+
+/// The connection and the rows not yet written to it.
+struct Inner {
+    conn: Connection,
+    window: Window,
 }
 
 /// Where a projection stands in the source, committed with its tables.
@@ -61,30 +70,30 @@ pub struct Checkpoint {
 
 /// Lock the connection; a poisoned lock still holds a usable connection (SQLite rolls
 /// back what a panicking writer left half done when the transaction ends).
-fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
-    conn.lock().unwrap_or_else(|e| e.into_inner())
+fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    inner.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Reads rows of one build for a module's `get`: see [`ProjectionDb::reader`].
 pub struct TableReader {
-    conn: Arc<Mutex<Connection>>,
+    inner: Arc<Mutex<Inner>>,
     schema: Arc<Schema>,
 }
 
 impl RowReader for TableReader {
     fn get(&mut self, table: &str, key: &[Value]) -> Result<Option<Vec<Value>>> {
-        read_row(&lock(&self.conn), &self.schema, table, key)
+        get_row(&mut lock(&self.inner), &self.schema, table, key)
     }
 }
 
-/// One row of a declared table by primary key.
-fn read_row(
-    conn: &Connection,
+/// One row of a declared table by primary key: from the window, else from SQLite.
+fn get_row(
+    inner: &mut Inner,
     schema: &Schema,
     table: &str,
     key: &[Value],
 ) -> Result<Option<Vec<Value>>> {
-    let Some((_, t)) = schema.table(table) else {
+    let Some((ti, t)) = schema.table(table) else {
         anyhow::bail!("get: table `{table}` is not declared in the manifest");
     };
     if key.len() != t.primary_key.len() {
@@ -94,6 +103,18 @@ fn read_row(
             key.len()
         );
     }
+    if let Some(row) = inner.window.get(schema, ti, key) {
+        return Ok(row);
+    }
+    Ok(read_row(&inner.conn, t, key)?)
+}
+
+/// One stored row by primary key (through the open transaction).
+fn read_row(
+    conn: &Connection,
+    t: &TableSchema,
+    key: &[Value],
+) -> rusqlite::Result<Option<Vec<Value>>> {
     let mut stmt = conn.prepare_cached(&t.select_sql)?;
     for (i, v) in key.iter().enumerate() {
         stmt.raw_bind_parameter(i + 1, Sql(v))?;
@@ -171,16 +192,20 @@ impl ProjectionDb {
             }
         }
         Ok(ProjectionDb {
-            conn: Arc::new(Mutex::new(conn)),
+            inner: Arc::new(Mutex::new(Inner {
+                conn,
+                window: Window::default(),
+            })),
             schema,
-            increment_sql: HashMap::new(),
+            pending: None,
             in_transaction: false,
         })
     }
 
     /// The committed checkpoint, or None before the first batch.
     pub fn checkpoint(&self) -> Result<Option<Checkpoint>> {
-        Ok(lock(&self.conn)
+        Ok(lock(&self.inner)
+            .conn
             .query_row("SELECT commit_position, prepare_position, events FROM _projector_checkpoint WHERE id = 0", [], |r| {
                 Ok(Checkpoint {
                     position: Position { commit: r.get::<_, i64>(0)? as u64, prepare: r.get::<_, i64>(1)? as u64 },
@@ -190,16 +215,16 @@ impl ProjectionDb {
             .optional()?)
     }
 
-    /// Read one row by primary key, through the open transaction.
+    /// Read one row by primary key, as the module's `get` sees it (uncommitted batches too).
     pub fn get(&self, table: &str, key: &[Value]) -> Result<Option<Vec<Value>>> {
-        read_row(&lock(&self.conn), &self.schema, table, key)
+        get_row(&mut lock(&self.inner), &self.schema, table, key)
     }
 
-    /// A reader of this database's rows for a module's `get`, sharing the connection
-    /// (and so seeing the open transaction's writes).
+    /// A reader of this database's rows for a module's `get`, sharing the window and the
+    /// connection (and so seeing the batches not yet committed).
     pub fn reader(&self) -> TableReader {
         TableReader {
-            conn: self.conn.clone(),
+            inner: self.inner.clone(),
             schema: self.schema.clone(),
         }
     }
@@ -207,27 +232,40 @@ impl ProjectionDb {
     /// Start a transaction that may span several batches (committed by [`Self::commit`]).
     pub fn begin(&mut self) -> Result<()> {
         if !self.in_transaction {
-            lock(&self.conn).execute_batch("BEGIN")?;
+            lock(&self.inner).conn.execute_batch("BEGIN")?;
             self.in_transaction = true;
         }
         Ok(())
     }
 
-    /// Commit every batch applied since [`Self::begin`]; false when none was open.
+    /// Write the window and the checkpoint, and commit every batch applied since
+    /// [`Self::begin`]; false when none was open. On failure nothing of them is kept.
     pub fn commit(&mut self) -> Result<bool> {
         if !self.in_transaction {
             return Ok(false);
         }
-        lock(&self.conn).execute_batch("COMMIT")?;
+        let mut inner = lock(&self.inner);
+        let written = flush(&mut inner, &self.schema).and_then(|()| {
+            if let Some(cp) = self.pending.take() {
+                write_checkpoint(&inner.conn, cp)?;
+            }
+            inner.conn.execute_batch("COMMIT")
+        });
+        if let Err(e) = written {
+            abandon(&mut inner);
+            self.pending = None;
+            self.in_transaction = false;
+            return Err(anyhow::Error::from(e).context("committing"));
+        }
         self.in_transaction = false;
         Ok(true)
     }
 
-    /// Validate every op, then apply them and the checkpoint inside one savepoint:
-    /// the batch lands whole or not at all. Returns the number of ops written.
+    /// Validate every op, then apply them to the window with the checkpoint: the batch
+    /// lands whole or not at all. Returns the number of ops applied.
     pub fn apply_batch(
         &mut self,
-        ops: &[Op],
+        ops: Vec<Op>,
         checkpoint: Checkpoint,
         limits: OpLimits,
     ) -> Result<usize, OpError> {
@@ -242,24 +280,40 @@ impl ProjectionDb {
         for (index, op) in ops.iter().enumerate() {
             plan.push(validate(&schema, index, op, limits)?);
         }
-        lock(&self.conn).execute_batch("SAVEPOINT batch")?;
-        match self.write(ops, &plan, checkpoint) {
-            Ok(()) => {
-                lock(&self.conn).execute_batch("RELEASE batch")?;
-                Ok(ops.len())
-            }
-            Err(e) => {
-                lock(&self.conn).execute_batch("ROLLBACK TO batch; RELEASE batch")?;
-                Err(e)
+        let count = ops.len();
+        let mut inner = lock(&self.inner);
+        let Inner { conn, window } = &mut *inner;
+        window.apply(&schema, ops, &plan, |table, key| {
+            Ok(read_row(conn, &schema.tables[table], key)?)
+        })?;
+        self.pending = Some(checkpoint);
+        if window.len() >= MAX_ROWS {
+            // Into the open transaction (not committed): memory stays bounded.
+            if let Err(e) = flush(&mut inner, &schema) {
+                abandon(&mut inner);
+                self.pending = None;
+                self.in_transaction = false;
+                return Err(e.into());
             }
         }
+        Ok(count)
     }
 
     /// Run `f`, then undo whatever it wrote (to find which event of a failed batch fails).
     pub fn rolled_back<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> Result<R> {
-        lock(&self.conn).execute_batch("SAVEPOINT probe")?;
+        let window = {
+            let inner = lock(&self.inner);
+            inner.conn.execute_batch("SAVEPOINT probe")?;
+            inner.window.clone()
+        };
+        let pending = self.pending;
         let r = f(self);
-        lock(&self.conn).execute_batch("ROLLBACK TO probe; RELEASE probe")?;
+        let mut inner = lock(&self.inner);
+        inner
+            .conn
+            .execute_batch("ROLLBACK TO probe; RELEASE probe")?;
+        inner.window = window;
+        self.pending = pending;
         Ok(r)
     }
 
@@ -270,7 +324,8 @@ impl ProjectionDb {
         event: Option<&Event>,
         error: &str,
     ) -> Result<()> {
-        lock(&self.conn)
+        lock(&self.inner)
+            .conn
             .prepare_cached(
                 "INSERT INTO _projector_dead_letters (commit_position, prepare_position, event_id, event_type, stream_id, error)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -288,8 +343,9 @@ impl ProjectionDb {
 
     /// Dead letters, oldest position first: (row id, position).
     pub fn dead_letters(&self) -> Result<Vec<(i64, Position)>> {
-        let conn = lock(&self.conn);
-        let mut stmt = conn
+        let inner = lock(&self.inner);
+        let mut stmt = inner
+            .conn
             .prepare("SELECT rowid, commit_position, prepare_position FROM _projector_dead_letters ORDER BY commit_position")?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -305,72 +361,67 @@ impl ProjectionDb {
 
     /// Settle a dead letter: remove it (`error` None) or record why it still fails.
     pub fn settle_dead_letter(&mut self, rowid: i64, error: Option<&str>) -> Result<()> {
+        let inner = lock(&self.inner);
         match error {
-            None => lock(&self.conn).execute(
+            None => inner.conn.execute(
                 "DELETE FROM _projector_dead_letters WHERE rowid = ?1",
                 [rowid],
             )?,
-            Some(e) => lock(&self.conn).execute(
+            Some(e) => inner.conn.execute(
                 "UPDATE _projector_dead_letters SET error = ?2 WHERE rowid = ?1",
                 params![rowid, e],
             )?,
         };
         Ok(())
     }
+}
 
-    fn write(
-        &mut self,
-        ops: &[Op],
-        plan: &[(usize, Vec<usize>)],
-        cp: Checkpoint,
-    ) -> Result<(), OpError> {
-        let conn = lock(&self.conn);
-        for (op, (table, delta_cols)) in ops.iter().zip(plan) {
-            let t: &TableSchema = &self.schema.tables[*table];
-            match op {
-                Op::Upsert(r) => {
-                    let mut stmt = conn.prepare_cached(&t.upsert_sql)?;
-                    for (i, v) in r.row.iter().enumerate() {
-                        stmt.raw_bind_parameter(i + 1, Sql(v))?;
-                    }
-                    stmt.raw_execute()?;
-                }
-                Op::Delete(k) => {
-                    let mut stmt = conn.prepare_cached(&t.delete_sql)?;
-                    for (i, v) in k.key.iter().enumerate() {
-                        stmt.raw_bind_parameter(i + 1, Sql(v))?;
-                    }
-                    stmt.raw_execute()?;
-                }
-                Op::Increment(a) => {
-                    let sql = self
-                        .increment_sql
-                        .entry((*table, delta_cols.clone()))
-                        .or_insert_with(|| t.increment_sql(delta_cols));
-                    let mut stmt = conn.prepare_cached(sql)?;
-                    let n = a.key.len();
-                    for (i, v) in a.key.iter().enumerate() {
-                        stmt.raw_bind_parameter(i + 1, Sql(v))?;
-                    }
-                    for (i, d) in a.deltas.iter().enumerate() {
-                        stmt.raw_bind_parameter(n + i + 1, Sql(&d.by))?;
-                    }
-                    stmt.raw_execute()?;
-                }
-            }
-        }
-        let mut stmt = conn.prepare_cached(
-            "INSERT INTO _projector_checkpoint (id, commit_position, prepare_position, events) VALUES (0, ?1, ?2, ?3)
-             ON CONFLICT (id) DO UPDATE SET commit_position = excluded.commit_position,
-               prepare_position = excluded.prepare_position, events = excluded.events",
-        )?;
-        stmt.execute(params![
-            cp.position.commit as i64,
-            cp.position.prepare as i64,
-            cp.events as i64
-        ])?;
-        Ok(())
+/// Write every row of the window into the open transaction, once each, by statements
+/// prepared once per table.
+fn flush(inner: &mut Inner, schema: &Schema) -> rusqlite::Result<()> {
+    let Inner { conn, window } = inner;
+    if window.len() == 0 {
+        return Ok(());
     }
+    let mut upserts = Vec::with_capacity(schema.tables.len());
+    let mut deletes = Vec::with_capacity(schema.tables.len());
+    for t in &schema.tables {
+        upserts.push(conn.prepare_cached(&t.upsert_sql)?);
+        deletes.push(conn.prepare_cached(&t.delete_sql)?);
+    }
+    for (table, state) in window.drain() {
+        let (stmt, values) = match &state {
+            Pending::Row(row) => (&mut upserts[table], row),
+            Pending::Deleted(key) => (&mut deletes[table], key),
+        };
+        for (i, v) in values.iter().enumerate() {
+            stmt.raw_bind_parameter(i + 1, Sql(v))?;
+        }
+        stmt.raw_execute()?;
+    }
+    Ok(())
+}
+
+/// Give up the open transaction after a failed write: nothing of it is kept.
+fn abandon(inner: &mut Inner) {
+    inner.window = Window::default();
+    if let Err(e) = inner.conn.execute_batch("ROLLBACK") {
+        tracing::debug!("rolling back after a failed write: {e}");
+    }
+}
+
+fn write_checkpoint(conn: &Connection, cp: Checkpoint) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO _projector_checkpoint (id, commit_position, prepare_position, events) VALUES (0, ?1, ?2, ?3)
+         ON CONFLICT (id) DO UPDATE SET commit_position = excluded.commit_position,
+           prepare_position = excluded.prepare_position, events = excluded.events",
+    )?;
+    stmt.execute(params![
+        cp.position.commit as i64,
+        cp.position.prepare as i64,
+        cp.events as i64
+    ])?;
+    Ok(())
 }
 
 impl Drop for ProjectionDb {
@@ -406,12 +457,29 @@ mod tests {
                 event_types: vec![],
                 stream_prefixes: vec![],
             },
-            tables: vec![Table {
-                name: "t".into(),
-                columns: vec![col("k", ColumnKind::Text), col("n", ColumnKind::Integer)],
-                primary_key: vec!["k".into()],
-                indexes: vec![],
-            }],
+            tables: vec![
+                Table {
+                    name: "t".into(),
+                    columns: vec![col("k", ColumnKind::Text), col("n", ColumnKind::Integer)],
+                    primary_key: vec!["k".into()],
+                    indexes: vec![],
+                },
+                // A REAL key and columns SQLite converts, and a nullable counter.
+                Table {
+                    name: "u".into(),
+                    columns: vec![
+                        col("k", ColumnKind::Real),
+                        col("x", ColumnKind::Real),
+                        Column {
+                            name: "c".into(),
+                            kind: ColumnKind::Integer,
+                            nullable: true,
+                        },
+                    ],
+                    primary_key: vec!["k".into()],
+                    indexes: vec![],
+                },
+            ],
         })
         .expect("valid manifest");
         ProjectionDb::open(dir, Arc::new(schema), 1).expect("open")
@@ -455,7 +523,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut db = open(dir.path());
         db.begin().expect("begin");
-        db.apply_batch(&[row("a", 1)], cp(1), LIMITS)
+        db.apply_batch(vec![row("a", 1)], cp(1), LIMITS)
             .expect("batch");
         // Refused by validation, after good ops.
         let refused = [
@@ -466,13 +534,16 @@ mod tests {
                 row: vec![],
             }),
         ];
-        assert!(db.apply_batch(&refused, cp(2), LIMITS).is_err());
-        // Refused by SQLite (the sum overflows the INTEGER column), after good ops.
+        assert!(db.apply_batch(refused.to_vec(), cp(2), LIMITS).is_err());
+        // Refused while applying (the sum overflows the INTEGER column), after good ops.
         let overflow = [row("b", 1), inc("a", 2), row("c", i64::MAX), inc("c", 1)];
         let err = db
-            .apply_batch(&overflow, cp(3), LIMITS)
+            .apply_batch(overflow.to_vec(), cp(3), LIMITS)
             .expect_err("overflow");
-        assert!(matches!(err, OpError::Sql(_)), "{err}");
+        assert!(
+            matches!(&err, OpError::Invalid { index: 3, reason, .. } if reason.contains("integer overflow")),
+            "{err}"
+        );
         assert_eq!(
             (n(&db, "a"), n(&db, "b"), n(&db, "c")),
             (Some(1), None, None)
@@ -487,9 +558,9 @@ mod tests {
         let mut db = open(dir.path());
         let mut reader = db.reader();
         db.begin().expect("begin");
-        db.apply_batch(&[row("a", 1), inc("b", 3)], cp(1), LIMITS)
+        db.apply_batch(vec![row("a", 1), inc("b", 3)], cp(1), LIMITS)
             .expect("batch");
-        db.apply_batch(&[inc("a", 4)], cp(2), LIMITS)
+        db.apply_batch(vec![inc("a", 4)], cp(2), LIMITS)
             .expect("batch");
         let got = reader.get("t", &[Value::Text("a".into())]).expect("get");
         assert!(
@@ -521,11 +592,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut db = open(dir.path());
         db.begin().expect("begin");
-        db.apply_batch(&[inc("a", 1)], cp(1), LIMITS)
+        db.apply_batch(vec![inc("a", 1)], cp(1), LIMITS)
             .expect("batch");
         let seen = db
             .rolled_back(|db| {
-                db.apply_batch(&[inc("a", 10), row("b", 1)], cp(2), LIMITS)
+                db.apply_batch(vec![inc("a", 10), row("b", 1)], cp(2), LIMITS)
                     .expect("probe");
                 n(db, "a")
             })
@@ -534,5 +605,127 @@ mod tests {
         assert_eq!((n(&db, "a"), n(&db, "b")), (Some(1), None));
         db.commit().expect("commit");
         assert_eq!(db.checkpoint().expect("checkpoint"), Some(cp(1)));
+    }
+
+    fn op(table: &str, kind: &str, key: Value, rest: Vec<Value>) -> Op {
+        match kind {
+            "upsert" => Op::Upsert(RowOp {
+                table: table.into(),
+                row: std::iter::once(key).chain(rest).collect(),
+            }),
+            "delete" => Op::Delete(crate::wit::KeyOp {
+                table: table.into(),
+                key: vec![key],
+            }),
+            _ => Op::Increment(AddOp {
+                table: table.into(),
+                key: vec![key],
+                deltas: ["x", "c"]
+                    .iter()
+                    .zip(rest)
+                    .map(|(c, by)| Delta {
+                        column: c.to_string(),
+                        by,
+                    })
+                    .collect(),
+            }),
+        }
+    }
+
+    #[test]
+    fn what_a_module_reads_does_not_depend_on_where_commits_fall() {
+        use Value::{Integer as I, Null, Real as R, Text as T};
+        let limits = OpLimits {
+            max_ops: 1000,
+            ..LIMITS
+        };
+        let batches: Vec<Vec<Op>> = vec![
+            vec![
+                row("a", 1),
+                inc("b", 2),
+                op("u", "upsert", I(1), vec![I(3), Null]),
+            ],
+            vec![inc("a", 5), op("u", "inc", R(1.0), vec![I(2), I(7)])],
+            vec![
+                Op::Delete(crate::wit::KeyOp {
+                    table: "t".into(),
+                    key: vec![T("b".into())],
+                }),
+                op("u", "inc", I(2), vec![R(0.5)]),
+            ],
+            vec![inc("b", 4), op("u", "delete", R(1.0), vec![]), row("c", 9)],
+            vec![op("u", "inc", I(1), vec![I(1), I(1)]), inc("c", -9)],
+        ];
+        let keys_t = ["a", "b", "c"].map(|k| vec![T(k.into())]);
+        let keys_u = [I(1), R(2.0)].map(|k| vec![k]);
+        let seen = |db: &ProjectionDb| -> String {
+            let mut out = String::new();
+            for k in &keys_t {
+                out += &format!("{:?};", db.get("t", k).expect("get"));
+            }
+            for k in &keys_u {
+                out += &format!("{:?};", db.get("u", k).expect("get"));
+            }
+            out
+        };
+        let each = tempfile::tempdir().expect("tempdir");
+        let once = tempfile::tempdir().expect("tempdir");
+        let (mut each, mut once) = (open(each.path()), open(once.path()));
+        once.begin().expect("begin");
+        for (i, ops) in batches.into_iter().enumerate() {
+            each.begin().expect("begin");
+            each.apply_batch(ops.clone(), cp(i as u64 + 1), limits)
+                .expect("batch");
+            each.commit().expect("commit");
+            once.apply_batch(ops, cp(i as u64 + 1), limits)
+                .expect("batch");
+            assert_eq!(seen(&each), seen(&once), "after batch {i}");
+        }
+        once.commit().expect("commit");
+        assert_eq!(seen(&each), seen(&once));
+        assert_eq!(
+            seen(&once),
+            "Some([Value::Text(\"a\"), Value::Integer(6)]);\
+             Some([Value::Text(\"b\"), Value::Integer(4)]);\
+             Some([Value::Text(\"c\"), Value::Integer(0)]);\
+             Some([Value::Real(1.0), Value::Real(1.0), Value::Integer(1)]);\
+             Some([Value::Real(2.0), Value::Real(0.5), Value::Null]);"
+        );
+    }
+
+    #[test]
+    fn a_long_window_is_written_into_the_open_transaction_not_kept_in_memory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut db = open(dir.path());
+        let limits = OpLimits {
+            max_ops: 10_000,
+            ..LIMITS
+        };
+        db.begin().expect("begin");
+        let rows = MAX_ROWS + 5_000;
+        for b in 0..rows / 5_000 {
+            let ops = (0..5_000)
+                .map(|i| inc(&format!("k{}", b * 5_000 + i), 1))
+                .collect();
+            db.apply_batch(ops, cp(b as u64 + 1), limits)
+                .expect("batch");
+        }
+        assert!(lock(&db.inner).window.len() < MAX_ROWS);
+        let other = Connection::open(build_path(dir.path(), "p", 1, 1)).expect("open");
+        let count = |c: &Connection| -> i64 {
+            c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+                .expect("count")
+        };
+        assert_eq!(count(&other), 0, "nothing is visible before the commit");
+        db.apply_batch(vec![inc("k0", 1)], cp(100), limits)
+            .expect("batch");
+        assert_eq!(
+            n(&db, "k0"),
+            Some(2),
+            "a flushed row is read back from SQLite"
+        );
+        db.commit().expect("commit");
+        assert_eq!(count(&other), rows as i64);
+        assert_eq!(db.checkpoint().expect("checkpoint"), Some(cp(100)));
     }
 }

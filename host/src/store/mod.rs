@@ -7,6 +7,7 @@ mod compare;
 mod db;
 mod layout;
 mod ops;
+mod window;
 
 pub use catalog::{Accounting, Build, Catalog, CatalogEntry, Held, ProjectionState, Release};
 pub use compare::{TableComparison, compare_builds};

@@ -1,0 +1,257 @@
+//! The commit window: what the batches of the open transaction did to each row, held in
+//! memory and written to SQLite once per row when the window is flushed.
+//!
+//! While catching up, one transaction spans many batches (`commit_events`). An order
+//! touched by five events in that span is then written once, not five times, and a
+//! module's `get` of a row written earlier in the span is answered from here without
+//! asking SQLite. Values are kept as SQLite would return them (an integer in a REAL
+//! column reads back as a real), so what a module sees never depends on where the
+//! commits fall.
+
+use rustc_hash::FxHashMap;
+
+use super::ops::OpError;
+use crate::schema::{Schema, TableSchema};
+use crate::wit::{ColumnKind, Op, Value};
+
+/// Rows held before they are written into the open transaction: bounds the memory of a
+/// long window (a few hundred bytes per row of typical read models).
+pub(crate) const MAX_ROWS: usize = 100_000;
+
+/// The last state of one row in the window.
+#[derive(Debug, Clone)]
+pub(crate) enum Pending {
+    /// The whole row (every declared column, in order): written as an upsert.
+    Row(Vec<Value>),
+    /// Deleted: the key, written as a delete.
+    Deleted(Vec<Value>),
+}
+
+/// How to undo one change of the batch being applied.
+#[derive(Debug, Clone)]
+enum Undo {
+    /// The batch added this slot (the last one at the time): remove it.
+    Added(Vec<u8>),
+    /// The batch replaced the state of this slot: put the old one back.
+    Replaced(usize, Pending),
+}
+
+/// Rows touched since the last flush, in first-touch order (so flushes are deterministic).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Window {
+    index: FxHashMap<Vec<u8>, usize>,
+    slots: Vec<(usize, Pending)>,
+    undo: Vec<Undo>,
+    scratch: Vec<u8>,
+}
+
+impl Window {
+    /// Rows held.
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The row of `table` keyed `key` as the window has it: `Some(None)` when deleted,
+    /// `None` when the window has not touched it (ask SQLite).
+    pub(crate) fn get(
+        &mut self,
+        schema: &Schema,
+        table: usize,
+        key: &[Value],
+    ) -> Option<Option<Vec<Value>>> {
+        let t = &schema.tables[table];
+        encode_key(&mut self.scratch, table, t, key.iter().zip(&t.primary_key));
+        let slot = *self.index.get(&self.scratch)?;
+        Some(match &self.slots[slot].1 {
+            Pending::Row(row) => Some(row.clone()),
+            Pending::Deleted(_) => None,
+        })
+    }
+
+    /// Apply one batch's validated ops (`plan` from [`super::ops::validate`]), all or
+    /// nothing. `stored` reads a row the window does not hold (an increment needs it).
+    pub(crate) fn apply(
+        &mut self,
+        schema: &Schema,
+        ops: Vec<Op>,
+        plan: &[(usize, Vec<usize>)],
+        mut stored: impl FnMut(usize, &[Value]) -> Result<Option<Vec<Value>>, OpError>,
+    ) -> Result<(), OpError> {
+        self.undo.clear();
+        for (index, (op, (table, delta_cols))) in ops.into_iter().zip(plan).enumerate() {
+            let t = &schema.tables[*table];
+            let next = match op {
+                Op::Upsert(r) => {
+                    let mut row = r.row;
+                    for (v, c) in row.iter_mut().zip(&t.columns) {
+                        if let (Value::Integer(i), ColumnKind::Real) = (&*v, c.kind) {
+                            *v = Value::Real(*i as f64);
+                        }
+                    }
+                    Pending::Row(row)
+                }
+                Op::Delete(k) => Pending::Deleted(k.key),
+                Op::Increment(a) => {
+                    let current = match self.get(schema, *table, &a.key) {
+                        Some(row) => row,
+                        None => match stored(*table, &a.key) {
+                            Ok(row) => row,
+                            Err(e) => {
+                                self.rollback();
+                                return Err(e);
+                            }
+                        },
+                    };
+                    let mut row = current.unwrap_or_else(|| default_row(t, &a.key));
+                    for (d, &c) in a.deltas.iter().zip(delta_cols) {
+                        if let Err(reason) = add(&mut row[c], &d.by, t.columns[c].kind) {
+                            self.rollback();
+                            return Err(OpError::Invalid {
+                                index,
+                                table: t.name.clone(),
+                                reason: format!("column `{}`: {reason}", t.columns[c].name),
+                            });
+                        }
+                    }
+                    Pending::Row(row)
+                }
+            };
+            self.put(*table, t, next);
+        }
+        self.undo.clear();
+        Ok(())
+    }
+
+    /// Set a row's state, remembering how to undo it.
+    fn put(&mut self, table: usize, t: &TableSchema, next: Pending) {
+        let key: &[Value] = match &next {
+            Pending::Row(row) => row,
+            Pending::Deleted(key) => key,
+        };
+        match &next {
+            Pending::Row(_) => encode_key(
+                &mut self.scratch,
+                table,
+                t,
+                t.primary_key.iter().map(|&c| &key[c]).zip(&t.primary_key),
+            ),
+            Pending::Deleted(_) => {
+                encode_key(&mut self.scratch, table, t, key.iter().zip(&t.primary_key))
+            }
+        }
+        match self.index.get(&self.scratch) {
+            Some(&slot) => {
+                let old = std::mem::replace(&mut self.slots[slot].1, next);
+                self.undo.push(Undo::Replaced(slot, old));
+            }
+            None => {
+                self.index.insert(self.scratch.clone(), self.slots.len());
+                self.slots.push((table, next));
+                self.undo.push(Undo::Added(self.scratch.clone()));
+            }
+        }
+    }
+
+    /// Undo what the batch being applied changed so far.
+    fn rollback(&mut self) {
+        while let Some(u) = self.undo.pop() {
+            match u {
+                Undo::Added(key) => {
+                    self.index.remove(&key);
+                    self.slots.pop();
+                }
+                Undo::Replaced(slot, old) => self.slots[slot].1 = old,
+            }
+        }
+    }
+
+    /// Take every row out, in first-touch order (table index, last state).
+    pub(crate) fn drain(&mut self) -> std::vec::Drain<'_, (usize, Pending)> {
+        self.index.clear();
+        self.slots.drain(..)
+    }
+}
+
+/// A row holding `key` and every other column's default, as SQLite fills a new row.
+fn default_row(t: &TableSchema, key: &[Value]) -> Vec<Value> {
+    let mut row: Vec<Value> = t
+        .columns
+        .iter()
+        .map(|c| match (c.nullable, c.kind) {
+            (true, _) => Value::Null,
+            (false, ColumnKind::Integer) => Value::Integer(0),
+            (false, ColumnKind::Real) => Value::Real(0.0),
+            (false, ColumnKind::Text) => Value::Text(String::new()),
+            (false, ColumnKind::Blob) => Value::Blob(Vec::new()),
+            (false, ColumnKind::Json) => Value::Text("null".into()),
+        })
+        .collect();
+    for (v, &c) in key.iter().zip(&t.primary_key) {
+        row[c] = match (v, t.columns[c].kind) {
+            (Value::Integer(i), ColumnKind::Real) => Value::Real(*i as f64),
+            _ => v.clone(),
+        };
+    }
+    row
+}
+
+/// `cell = COALESCE(cell, 0) + by`: what the WIT contract says an increment does.
+fn add(cell: &mut Value, by: &Value, kind: ColumnKind) -> Result<(), &'static str> {
+    let sum = match (kind, &*cell, by) {
+        (ColumnKind::Integer, Value::Integer(a), Value::Integer(b)) => {
+            Value::Integer(a.checked_add(*b).ok_or("integer overflow")?)
+        }
+        (ColumnKind::Integer, Value::Null, Value::Integer(b)) => Value::Integer(*b),
+        (ColumnKind::Real, current, by) => Value::Real(as_real(current) + as_real(by)),
+        // Validation lets no other delta through; a stored value of another kind cannot be.
+        _ => return Err("cannot be incremented by this value"),
+    };
+    *cell = sum;
+    Ok(())
+}
+
+fn as_real(v: &Value) -> f64 {
+    match v {
+        Value::Integer(i) => *i as f64,
+        Value::Real(r) => *r,
+        _ => 0.0,
+    }
+}
+
+/// The bytes identifying a row: its table and key values, compared as SQLite compares
+/// them in that column (an integer key in a REAL column is the real it converts to).
+fn encode_key<'a>(
+    out: &mut Vec<u8>,
+    table: usize,
+    t: &TableSchema,
+    key: impl Iterator<Item = (&'a Value, &'a usize)>,
+) {
+    out.clear();
+    out.extend_from_slice(&(table as u32).to_le_bytes());
+    for (v, &c) in key {
+        match (v, t.columns[c].kind) {
+            (Value::Null, _) => out.push(0),
+            (Value::Integer(i), ColumnKind::Real) => real(out, *i as f64),
+            (Value::Integer(i), _) => {
+                out.push(1);
+                out.extend_from_slice(&i.to_le_bytes());
+            }
+            (Value::Real(r), _) => real(out, *r),
+            (Value::Text(s), _) => bytes(out, 3, s.as_bytes()),
+            (Value::Blob(b), _) => bytes(out, 4, b),
+        }
+    }
+}
+
+fn real(out: &mut Vec<u8>, r: f64) {
+    // -0.0 and 0.0 are one key to SQLite.
+    let r = if r == 0.0 { 0.0 } else { r };
+    out.push(2);
+    out.extend_from_slice(&r.to_bits().to_le_bytes());
+}
+
+fn bytes(out: &mut Vec<u8>, tag: u8, b: &[u8]) {
+    out.push(tag);
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
