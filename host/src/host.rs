@@ -209,12 +209,13 @@ pub fn format_summary(s: &RunSummary) -> String {
     }
     for p in by_name.values() {
         out.push_str(&format!(
-            "  {:<16} v{:<3} {:>9} events read {:>9} handled {:>9} ops | read {:.2}s wasm {:.2}s (get {:.2}s) sqlite {:.2}s commit {:.2}s | peak memory {:.1} MiB | {}\n",
+            "  {:<16} v{:<3} {:>9} events read {:>9} handled {:>9} ops ({} rows written) | read {:.2}s wasm {:.2}s (get {:.2}s) sqlite {:.2}s commit {:.2}s | peak memory {:.1} MiB | {}\n",
             p.name,
             p.version,
             p.events_read,
             p.events_handled,
             p.ops_written,
+            p.rows_written,
             p.seconds[0],
             p.seconds[1],
             p.get_seconds,

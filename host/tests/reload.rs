@@ -119,6 +119,7 @@ fn exact(data: &Path, events: &Events) -> bool {
 
 #[test]
 fn modules_are_shipped_swapped_rebuilt_and_removed_while_the_host_runs() {
+    common::logs_on_failure();
     let dir = tempfile::tempdir().unwrap();
     let mut events = Events::new(dir.path().join("events.ndjson"));
     events.append(20_000, &["A", "B", "C"]);

@@ -487,6 +487,9 @@ impl Runner {
     /// Commit, and report the counters that go with it.
     fn commit(&self, o: &mut Open) -> Result<()> {
         if o.db.commit()? {
+            self.stats
+                .rows_written
+                .store(o.db.rows_written(), Ordering::Relaxed);
             o.uncommitted = 0;
             o.last_commit = Instant::now();
             self.report(Transition::Committed(self.stats.accounting()));

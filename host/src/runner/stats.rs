@@ -23,6 +23,8 @@ pub struct Stats {
     pub events_handled: AtomicU64,
     /// Ops applied to the read model.
     pub ops_written: AtomicU64,
+    /// Rows written to SQLite in this run (ops coalesced per row over each commit).
+    pub rows_written: AtomicU64,
     /// Fuel the module consumed (0 when metering is off).
     pub fuel_used: AtomicU64,
     /// Batches applied.
@@ -157,6 +159,8 @@ pub struct ProjectionReport {
     pub events_handled: u64,
     /// Ops applied.
     pub ops_written: u64,
+    /// Rows written to SQLite in this run (the ops coalesced per row).
+    pub rows_written: u64,
     /// Fuel consumed (0 when metering is off).
     pub fuel_used: u64,
     /// Batches applied.
@@ -184,6 +188,7 @@ impl ProjectionReport {
             events_this_run: load(&stats.events_read).saturating_sub(load(&stats.events_at_start)),
             events_handled: load(&stats.events_handled),
             ops_written: load(&stats.ops_written),
+            rows_written: load(&stats.rows_written),
             fuel_used: load(&stats.fuel_used),
             batches: load(&stats.batches),
             events_failed: load(&stats.events_failed),

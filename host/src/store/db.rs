@@ -57,6 +57,8 @@ pub struct ProjectionDb {
 struct Inner {
     conn: Connection,
     window: Window,
+    /// Rows written by flushes (each the last state of a row over its window).
+    rows_written: u64,
 }
 
 /// Where a projection stands in the source, committed with its tables.
@@ -195,6 +197,7 @@ impl ProjectionDb {
             inner: Arc::new(Mutex::new(Inner {
                 conn,
                 window: Window::default(),
+                rows_written: 0,
             })),
             schema,
             pending: None,
@@ -227,6 +230,12 @@ impl ProjectionDb {
             inner: self.inner.clone(),
             schema: self.schema.clone(),
         }
+    }
+
+    /// Rows written to SQLite so far by this handle: the ops applied, coalesced per row
+    /// over each commit window.
+    pub fn rows_written(&self) -> u64 {
+        lock(&self.inner).rows_written
     }
 
     /// Start a transaction that may span several batches (committed by [`Self::commit`]).
@@ -282,7 +291,7 @@ impl ProjectionDb {
         }
         let count = ops.len();
         let mut inner = lock(&self.inner);
-        let Inner { conn, window } = &mut *inner;
+        let Inner { conn, window, .. } = &mut *inner;
         window.apply(&schema, ops, &plan, |table, key| {
             Ok(read_row(conn, &schema.tables[table], key)?)
         })?;
@@ -379,7 +388,11 @@ impl ProjectionDb {
 /// Write every row of the window into the open transaction, once each, by statements
 /// prepared once per table.
 fn flush(inner: &mut Inner, schema: &Schema) -> rusqlite::Result<()> {
-    let Inner { conn, window } = inner;
+    let Inner {
+        conn,
+        window,
+        rows_written,
+    } = inner;
     if window.len() == 0 {
         return Ok(());
     }
@@ -398,6 +411,7 @@ fn flush(inner: &mut Inner, schema: &Schema) -> rusqlite::Result<()> {
             stmt.raw_bind_parameter(i + 1, Sql(v))?;
         }
         stmt.raw_execute()?;
+        *rows_written += 1;
     }
     Ok(())
 }

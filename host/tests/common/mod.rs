@@ -225,3 +225,12 @@ pub fn wait_until(what: &str, limit: std::time::Duration, mut cond: impl FnMut()
         std::thread::sleep(std::time::Duration::from_millis(25));
     }
 }
+
+/// Send the in-process host's logs to the test's captured output: shown only when the
+/// test fails, so a failure says what the host was doing.
+pub fn logs_on_failure() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("projector=info"))
+        .with_test_writer()
+        .try_init();
+}
