@@ -7,9 +7,16 @@
 //! [`Ctx::get`] reads through it (event 7 of a batch sees what events 1–6 wrote),
 //! and each touched row leaves the module as one coalesced op.
 
+#[cfg(target_arch = "wasm32")]
+mod alloc;
 mod ctx;
 mod manifest;
 mod value;
+
+/// Every batch runs in a fresh instance: bump allocation, nothing reused (see `alloc`).
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: alloc::Bump = alloc::Bump::new();
 
 pub use ctx::{Ctx, Row};
 pub use manifest::{Manifest, Table};
