@@ -159,6 +159,9 @@ pub struct BatchSettings {
     /// Runners at the head share one reader per source, so each event is parsed (or
     /// received from the server) once per host; off, every runner reads on its own.
     pub shared_ingest: bool,
+    /// While catching up, a runner's next batch is read on a thread of its own while
+    /// the module handles the current one (a gain where a core is spare).
+    pub read_ahead: bool,
 }
 
 impl Default for BatchSettings {
@@ -170,6 +173,7 @@ impl Default for BatchSettings {
             commit_interval_ms: 1000,
             poll_ms: 50,
             shared_ingest: true,
+            read_ahead: true,
         }
     }
 }

@@ -45,8 +45,8 @@ pub type RunnerId = u64;
 enum Msg {
     /// Something changed in the folder: rescan now.
     Wake,
-    /// A module finished compiling (off the registry thread).
-    Loaded(PathBuf, Result<Module>),
+    /// A module finished compiling (off the registry thread): which load of the file it was.
+    Loaded(PathBuf, u64, Result<Module>),
     /// A runner reported a transition.
     Report(RunnerId, Transition),
     /// A command from the API, and where its answer goes.
@@ -241,6 +241,9 @@ pub struct Registry {
     /// Every runner that may still report, by id.
     runners: BTreeMap<RunnerId, RunnerInfo>,
     next_id: RunnerId,
+    /// The newest load started per module file: an older one finishing later is stale.
+    loading: BTreeMap<PathBuf, u64>,
+    next_load: u64,
     /// A runner being stopped whose last reports still speak for its projection.
     owner_override: Option<RunnerId>,
     /// Rebuilds of a new version: the release rules decide whether they take over.
@@ -277,6 +280,8 @@ impl Registry {
             slots: BTreeMap::new(),
             runners: BTreeMap::new(),
             next_id: 0,
+            loading: BTreeMap::new(),
+            next_load: 0,
             owner_override: None,
             releases: Default::default(),
             recorder: Recorder::open(&config.data)?,
@@ -421,7 +426,16 @@ impl Registry {
     fn handle(&mut self, msg: Msg) -> Result<()> {
         match msg {
             Msg::Wake => Ok(()),
-            Msg::Loaded(path, loaded) => self.apply(path, loaded),
+            Msg::Loaded(path, load, loaded) => {
+                // Loads run in parallel: one of a file written twice in quick succession
+                // may finish after the newer one, and must not undo it.
+                if self.loading.get(&path) != Some(&load) {
+                    tracing::debug!(module = %path.display(), "a newer load of this file replaced this one");
+                    return Ok(());
+                }
+                self.loading.remove(&path);
+                self.apply(path, loaded)
+            }
             Msg::Report(id, t) => self.record(id, t),
             Msg::Command(c, answer) => {
                 let _ = answer.send(self.command(c));
@@ -525,15 +539,20 @@ impl Registry {
     /// Compile off the registry thread; the result comes back as a message.
     fn compile(&mut self, path: PathBuf, _fp: Fingerprint) {
         tracing::info!(module = %path.display(), "module changed; loading");
+        self.next_load += 1;
+        let load_no = self.next_load;
+        self.loading.insert(path.clone(), load_no);
         let (runtime, tx) = (self.runtime.clone(), self.tx.clone());
         std::thread::spawn(move || {
             let loaded = load(&runtime, &path);
-            let _ = tx.send(Msg::Loaded(path, loaded));
+            let _ = tx.send(Msg::Loaded(path, load_no, loaded));
         });
     }
 
     /// A module file was removed: its projection stops; its data stays.
     fn removed(&mut self, path: &Path) -> Result<()> {
+        // A load of the file still under way must not bring the projection back.
+        self.loading.remove(path);
         let names: Vec<String> = self
             .slots
             .iter()

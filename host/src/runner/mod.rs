@@ -286,6 +286,11 @@ impl Runner {
             self.batch.shared_ingest,
         )
         .with_context(|| format!("projection `{}`", schema.name))?;
+        let source = if self.batch.read_ahead {
+            Box::new(source::read_ahead::ReadAhead::new(source, &schema.name)?)
+        } else {
+            source
+        };
         match self.role {
             Role::Serving => {
                 tracing::info!(projection = %schema.name, version = schema.version, from = checkpoint.position.commit, "started")

@@ -13,6 +13,7 @@
 pub mod esdb;
 pub mod hub;
 pub mod ndjson;
+pub mod read_ahead;
 
 use std::time::{Duration, Instant};
 

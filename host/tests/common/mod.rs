@@ -92,6 +92,7 @@ pub fn config(dir: &Path, source: &Path, modules: &Path, max_events: usize) -> C
             commit_interval_ms: 1000,
             poll_ms: 10,
             shared_ingest: true,
+            read_ahead: true,
         },
         limits: Limits::default(),
         projections: Default::default(),
