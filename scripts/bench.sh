@@ -5,7 +5,8 @@
 #   noop / order-summary / customer-stats / both   `projector run --once` over the file
 #                                                   (fuel on; "both" with one shared
 #                                                   reader, the default, and with each
-#                                                   reading on its own; "fuel off" too)
+#                                                   reading on its own; without
+#                                                   read-ahead; "fuel off" too)
 #   ten projections, shared / own ingest           noop under ten names: one reader for
 #                                                   all against one reader each
 #   both over EventStoreDB + raw client ceiling    tests/esdb.rs's benchmark: the test
@@ -116,6 +117,7 @@ for spec in "noop:10000000:noop" "order-summary:10000000:order-summary" \
             "customer-stats:10000000:customer-stats" \
             "both:10000000:order-summary customer-stats" \
             "both-own:10000000:order-summary customer-stats" \
+            "both-no-read-ahead:10000000:order-summary customer-stats" \
             "both-fuel-off:0:order-summary customer-stats"; do
   IFS=: read -r name fuel mods <<<"$spec"
   say "$name over the file"
@@ -123,6 +125,8 @@ for spec in "noop:10000000:noop" "order-summary:10000000:order-summary" \
   cfg=$(config "$name" "$fuel" $mods)
   # Each projection reading the file on its own: the host before the shared reader.
   [ "$name" = both-own ] && sed -i '/^commit_events/a shared_ingest = false' "$cfg"
+  # Each runner reading its next batch only when it needs it (no read-ahead thread).
+  [ "$name" = both-no-read-ahead ] && sed -i '/^commit_events/a read_ahead = false' "$cfg"
   # The host's summary (where the time went) goes to stderr; the table takes the rates.
   read -r rate prate secs < <("$bin/projector" run --config "$cfg" --once 2>/dev/null \
     | tee /dev/stderr | rates)
@@ -131,6 +135,7 @@ for spec in "noop:10000000:noop" "order-summary:10000000:order-summary" \
     both) both_rate=$rate
           row "both shop projections" "$rate" "${prate} projection-events/s, ${secs} s" ;;
     both-own) row "both, each reading the file on its own" "$rate" "${prate} projection-events/s, ${secs} s (shared_ingest = false)" ;;
+    both-no-read-ahead) row "both, no read-ahead" "$rate" "${prate} projection-events/s, ${secs} s (read_ahead = false)" ;;
     both-fuel-off) row "both, fuel metering off" "$rate" "${prate} projection-events/s, ${secs} s" ;;
     *) row "$name alone" "$rate" "${secs} s" ;;
   esac
