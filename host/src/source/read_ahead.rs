@@ -148,3 +148,66 @@ impl Drop for ReadAhead {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Filter;
+    use crate::source::ndjson::NdjsonSource;
+    use std::io::Write as _;
+
+    fn line(n: usize) -> String {
+        format!(
+            "{{\"stream\":\"s-{}\",\"type\":\"T\",\"data\":{{\"n\":{n}}}}}\n",
+            n % 3
+        )
+    }
+
+    /// (position, data) of every event `read` returns until a read reaches the end.
+    fn drain(src: &mut dyn EventSource, buf: &mut EventBuffer) -> Vec<(u64, Vec<u8>)> {
+        let mut seen = Vec::new();
+        loop {
+            buf.clear();
+            let r = src
+                .read_batch(buf, 7, Duration::from_millis(50))
+                .expect("read");
+            seen.extend(
+                buf.as_slice()
+                    .iter()
+                    .map(|e| (e.position.commit, e.data.clone())),
+            );
+            if r.at_end {
+                return seen;
+            }
+        }
+    }
+
+    #[test]
+    fn it_reads_what_the_source_reads_and_nothing_ahead_at_the_end() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("e.ndjson");
+        let mut file = std::fs::File::create(&path).expect("create");
+        for n in 0..100 {
+            file.write_all(line(n).as_bytes()).expect("write");
+        }
+        let open = || NdjsonSource::open(&path, None, Filter::default(), true).expect("open");
+        let mut direct = open();
+        let mut ahead = ReadAhead::new(Box::new(open()), "t").expect("read-ahead");
+        let (mut b1, mut b2) = (EventBuffer::default(), EventBuffer::default());
+        let want = drain(&mut direct, &mut b1);
+        assert_eq!(want.len(), 100);
+        assert_eq!(drain(&mut ahead, &mut b2), want);
+        assert!(
+            !ahead.in_flight,
+            "at the end, the next read waits to be asked"
+        );
+        // Appended after the end: the next read finds it (it was not read earlier).
+        for n in 100..110 {
+            file.write_all(line(n).as_bytes()).expect("write");
+        }
+        let more = drain(&mut ahead, &mut b2);
+        assert_eq!(more, drain(&mut direct, &mut b1));
+        assert_eq!(more.first().map(|e| e.0), Some(101));
+        assert_eq!(ahead.progress().done, direct.progress().done);
+    }
+}
