@@ -287,7 +287,7 @@ impl Runner {
         )
         .with_context(|| format!("projection `{}`", schema.name))?;
         let source = if self.batch.read_ahead {
-            Box::new(source::read_ahead::ReadAhead::new(source, &schema.name)?)
+            Box::new(source::read_ahead::ReadAhead::new(source, &schema.name))
         } else {
             source
         };

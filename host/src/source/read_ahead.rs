@@ -1,17 +1,16 @@
 //! Read-ahead for a runner that is catching up: the next batch is read and parsed on a
 //! thread of its own while the module handles this one.
 //!
-//! Only while catching up: after a read that reached the end of the source, the next
-//! read waits to be asked, so a live runner gets each new event as soon as it is read
-//! (reading ahead at the head would only hold events back for a poll's wait). Reading
-//! ahead never moves the checkpoint: a runner that stops drops what was read ahead, and
-//! its next start reads again from its checkpoint.
+//! Only while catching up: a read that reaches the end of the source brings the source
+//! back to the runner's thread, where the next read happens when asked, so a live
+//! runner gets each new event as soon as it is read and an idle one costs no hand-off
+//! per poll. A read that does not reach the end moves it to a read-ahead thread again.
+//! Reading ahead never moves the checkpoint: a runner that stops drops what was read
+//! ahead, and its next start reads again from its checkpoint.
 
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::Duration;
-
-use anyhow::Context as _;
 
 use super::{EventBuffer, EventSource, Progress, ReadBatch, SourceError};
 
@@ -30,28 +29,60 @@ struct Done {
     shared: bool,
 }
 
-/// A source read on its own thread, one batch ahead while catching up.
-pub struct ReadAhead {
-    ask: Option<SyncSender<Ask>>,
+/// The source on a thread of its own, reading one batch ahead.
+struct Worker {
+    ask: SyncSender<Ask>,
     done: Receiver<Done>,
-    thread: Option<JoinHandle<()>>,
-    /// A read asked for and not yet taken.
-    in_flight: bool,
-    /// A buffer to read the next batch into (the one the runner handed back).
+    /// Gives the source back when the asks stop.
+    thread: JoinHandle<Box<dyn EventSource>>,
+}
+
+impl Worker {
+    /// The source back from the thread (after the read it is making, if any).
+    fn stop(self) -> Option<Box<dyn EventSource>> {
+        let Worker { ask, done, thread } = self;
+        drop(ask);
+        drop(done);
+        thread.join().ok()
+    }
+}
+
+/// A runner's source, read one batch ahead on another thread while catching up.
+pub struct ReadAhead {
+    name: String,
+    /// The source on the runner's thread (at the head)...
+    here: Option<Box<dyn EventSource>>,
+    /// ...or on the read-ahead thread (catching up), with a read asked for.
+    worker: Option<Worker>,
+    /// A buffer for the read-ahead to fill (the one the runner handed back).
     spare: EventBuffer,
     progress: Progress,
     shared: bool,
 }
 
 impl ReadAhead {
-    /// Move `source` to a thread of its own, named for the runner.
-    pub fn new(mut source: Box<dyn EventSource>, name: &str) -> anyhow::Result<ReadAhead> {
+    /// Wrap a runner's source; `name` names the read-ahead thread.
+    pub fn new(source: Box<dyn EventSource>, name: &str) -> ReadAhead {
+        ReadAhead {
+            name: name.to_string(),
+            progress: source.progress(),
+            shared: source.is_shared(),
+            here: Some(source),
+            worker: None,
+            spare: EventBuffer::default(),
+        }
+    }
+
+    /// Move the source to a read-ahead thread and ask for the next batch there. If no
+    /// thread can be started, the source stays here (reads happen when asked).
+    fn read_ahead(&mut self, max: usize, max_wait: Duration) {
+        let Some(mut source) = self.here.take() else {
+            return;
+        };
         let (ask, asked) = sync_channel::<Ask>(1);
         let (tell, done) = sync_channel::<Done>(1);
-        let progress = source.progress();
-        let shared = source.is_shared();
-        let thread = std::thread::Builder::new()
-            .name(format!("read-{name}"))
+        let started = std::thread::Builder::new()
+            .name(format!("read-{}", self.name))
             .spawn(move || {
                 for Ask {
                     mut buf,
@@ -68,30 +99,22 @@ impl ReadAhead {
                         shared: source.is_shared(),
                     };
                     if tell.send(done).is_err() {
-                        return;
+                        break;
                     }
                 }
-            })
-            .context("starting a read-ahead thread")?;
-        Ok(ReadAhead {
-            ask: Some(ask),
-            done,
-            thread: Some(thread),
-            in_flight: false,
-            spare: EventBuffer::default(),
-            progress,
-            shared,
-        })
-    }
-
-    fn send(&mut self, max: usize, max_wait: Duration) -> Result<(), SourceError> {
+                source
+            });
+        let thread = match started {
+            Ok(thread) => thread,
+            Err(e) => {
+                tracing::warn!(projection = %self.name, "no read-ahead thread ({e}); reading on the runner's thread");
+                return;
+            }
+        };
         let buf = std::mem::take(&mut self.spare);
-        self.ask
-            .as_ref()
-            .and_then(|a| a.send(Ask { buf, max, max_wait }).ok())
-            .ok_or_else(|| SourceError::Failed(anyhow::anyhow!("the read-ahead thread ended")))?;
-        self.in_flight = true;
-        Ok(())
+        // The thread is waiting for this ask: the channel has room.
+        let _ = ask.send(Ask { buf, max, max_wait });
+        self.worker = Some(Worker { ask, done, thread });
     }
 }
 
@@ -104,26 +127,46 @@ impl EventSource for ReadAhead {
         max: usize,
         max_wait: Duration,
     ) -> Result<ReadBatch, SourceError> {
-        if !self.in_flight {
-            self.send(max, max_wait)?;
-        }
-        let Done {
-            mut buf,
-            result,
-            progress,
-            shared,
-        } = self
-            .done
-            .recv()
-            .map_err(|_| SourceError::Failed(anyhow::anyhow!("the read-ahead thread ended")))?;
-        self.in_flight = false;
-        self.progress = progress;
-        self.shared = shared;
-        // The runner's (already handled) buffer becomes the next one to fill.
-        std::mem::swap(out, &mut buf);
-        self.spare = buf;
-        if matches!(&result, Ok(r) if !r.at_end) {
-            self.send(max, max_wait)?;
+        let result = if let Some(source) = &mut self.here {
+            let result = source.read_batch(out, max, max_wait);
+            self.progress = source.progress();
+            self.shared = source.is_shared();
+            result
+        } else {
+            let ended = || SourceError::Failed(anyhow::anyhow!("the read-ahead thread ended"));
+            let worker = self.worker.as_ref().ok_or_else(ended)?;
+            let Done {
+                mut buf,
+                result,
+                progress,
+                shared,
+            } = worker.done.recv().map_err(|_| ended())?;
+            self.progress = progress;
+            self.shared = shared;
+            // The runner's (already handled) buffer becomes the next one to fill.
+            std::mem::swap(out, &mut buf);
+            self.spare = buf;
+            result
+        };
+        let catching_up = matches!(&result, Ok(r) if !r.at_end);
+        match (catching_up, self.worker.take()) {
+            (true, Some(worker)) => {
+                let buf = std::mem::take(&mut self.spare);
+                worker.ask.send(Ask { buf, max, max_wait }).map_err(|_| {
+                    SourceError::Failed(anyhow::anyhow!("the read-ahead thread ended"))
+                })?;
+                self.worker = Some(worker);
+            }
+            (true, None) => self.read_ahead(max, max_wait),
+            (false, Some(worker)) => {
+                self.here = worker.stop();
+                if self.here.is_none() {
+                    return Err(SourceError::Failed(anyhow::anyhow!(
+                        "the read-ahead thread panicked"
+                    )));
+                }
+            }
+            (false, None) => {}
         }
         result
     }
@@ -139,12 +182,9 @@ impl EventSource for ReadAhead {
 
 impl Drop for ReadAhead {
     fn drop(&mut self) {
-        // No more asks: the thread ends after the read it is making (at most `max_wait`).
-        self.ask = None;
-        while self.done.try_recv().is_ok() {}
-        drop(std::mem::replace(&mut self.done, sync_channel(0).1));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        // The thread ends after the read it is making (at most `max_wait`).
+        if let Some(worker) = self.worker.take() {
+            worker.stop();
         }
     }
 }
@@ -192,22 +232,36 @@ mod tests {
         }
         let open = || NdjsonSource::open(&path, None, Filter::default(), true).expect("open");
         let mut direct = open();
-        let mut ahead = ReadAhead::new(Box::new(open()), "t").expect("read-ahead");
+        let mut ahead = ReadAhead::new(Box::new(open()), "t");
         let (mut b1, mut b2) = (EventBuffer::default(), EventBuffer::default());
         let want = drain(&mut direct, &mut b1);
         assert_eq!(want.len(), 100);
         assert_eq!(drain(&mut ahead, &mut b2), want);
         assert!(
-            !ahead.in_flight,
-            "at the end, the next read waits to be asked"
+            ahead.here.is_some() && ahead.worker.is_none(),
+            "at the end, the source is back on the runner's thread"
         );
         // Appended after the end: the next read finds it (it was not read earlier).
         for n in 100..110 {
             file.write_all(line(n).as_bytes()).expect("write");
         }
-        let more = drain(&mut ahead, &mut b2);
+        b2.clear();
+        let first = ahead
+            .read_batch(&mut b2, 7, Duration::from_millis(50))
+            .expect("read");
+        assert!(
+            !first.at_end && ahead.worker.is_some(),
+            "catching up: reading ahead"
+        );
+        let mut more: Vec<_> = b2
+            .as_slice()
+            .iter()
+            .map(|e| (e.position.commit, e.data.clone()))
+            .collect();
+        more.extend(drain(&mut ahead, &mut b2));
         assert_eq!(more, drain(&mut direct, &mut b1));
         assert_eq!(more.first().map(|e| e.0), Some(101));
         assert_eq!(ahead.progress().done, direct.progress().done);
+        assert!(ahead.here.is_some());
     }
 }
