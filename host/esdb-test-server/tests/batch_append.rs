@@ -2,23 +2,11 @@
 //! session, idempotent retries, a wrong expected revision answered as the server does
 //! (which ends the client's session), and a server that does not offer it.
 
+mod common;
+
+use common::{client_runtime, event};
 use esdb_test_server::TestServer;
-use kurrentdb::{Client, EventData, StreamState};
-
-fn event(n: u128) -> EventData {
-    EventData::json("Noted", &serde_json::json!({ "n": n as u64 }))
-        .unwrap()
-        .id(uuid::Uuid::from_u128(n + 1))
-}
-
-/// The server runs on a runtime of its own: start it outside the client's.
-fn client_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use kurrentdb::{Client, StreamState};
 
 #[test]
 fn batch_append_pipelines_retries_idempotently_and_refuses_a_wrong_revision() {
@@ -32,7 +20,7 @@ async fn appends(server: &TestServer) {
 
     // 300 requests in flight at once, three streams, each stream's in order.
     let mut set = tokio::task::JoinSet::new();
-    for i in 0..300u128 {
+    for i in 0..300u64 {
         let batch = batch.clone();
         set.spawn(async move {
             let stream = format!("s-{}", i % 3);

@@ -2,23 +2,11 @@
 //! leader (or a follower when asked), followers refuse appends naming the leader, and a
 //! killed leader hands over so a fresh client reads the same log from another node.
 
+mod common;
+
+use common::{client_runtime, event};
 use esdb_test_server::TestCluster;
-use kurrentdb::{Client, EventData, SubscribeToAllOptions, SubscriptionEvent};
-
-fn event(n: u64) -> EventData {
-    EventData::json("Noted", &serde_json::json!({ "n": n }))
-        .unwrap()
-        .id(uuid::Uuid::from_u128(u128::from(n) + 1))
-}
-
-/// The nodes run on runtimes of their own: start them outside the client's.
-fn client_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use kurrentdb::{Client, SubscribeToAllOptions, SubscriptionEvent};
 
 /// Subscribe to `$all` from the start until caught up; the events seen.
 async fn read_all(client: &Client) -> Vec<u64> {

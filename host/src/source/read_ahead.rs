@@ -133,7 +133,6 @@ impl EventSource for ReadAhead {
             self.shared = source.is_shared();
             result
         } else {
-            let ended = || SourceError::Failed(anyhow::anyhow!("the read-ahead thread ended"));
             let worker = self.worker.as_ref().ok_or_else(ended)?;
             let Done {
                 mut buf,
@@ -152,18 +151,17 @@ impl EventSource for ReadAhead {
         match (catching_up, self.worker.take()) {
             (true, Some(worker)) => {
                 let buf = std::mem::take(&mut self.spare);
-                worker.ask.send(Ask { buf, max, max_wait }).map_err(|_| {
-                    SourceError::Failed(anyhow::anyhow!("the read-ahead thread ended"))
-                })?;
+                worker
+                    .ask
+                    .send(Ask { buf, max, max_wait })
+                    .map_err(|_| ended())?;
                 self.worker = Some(worker);
             }
             (true, None) => self.read_ahead(max, max_wait),
             (false, Some(worker)) => {
                 self.here = worker.stop();
                 if self.here.is_none() {
-                    return Err(SourceError::Failed(anyhow::anyhow!(
-                        "the read-ahead thread panicked"
-                    )));
+                    return Err(ended());
                 }
             }
             (false, None) => {}
@@ -178,6 +176,11 @@ impl EventSource for ReadAhead {
     fn is_shared(&self) -> bool {
         self.shared
     }
+}
+
+/// The read-ahead thread is gone (it panicked).
+fn ended() -> SourceError {
+    SourceError::Failed(anyhow::anyhow!("the read-ahead thread ended"))
 }
 
 impl Drop for ReadAhead {

@@ -261,9 +261,8 @@ impl ProjectionDb {
             inner.conn.execute_batch("COMMIT")
         });
         if let Err(e) = written {
-            abandon(&mut inner);
-            self.pending = None;
-            self.in_transaction = false;
+            drop(inner);
+            self.abandon();
             return Err(anyhow::Error::from(e).context("committing"));
         }
         self.in_transaction = false;
@@ -299,13 +298,23 @@ impl ProjectionDb {
         if window.len() >= MAX_ROWS {
             // Into the open transaction (not committed): memory stays bounded.
             if let Err(e) = flush(&mut inner, &schema) {
-                abandon(&mut inner);
-                self.pending = None;
-                self.in_transaction = false;
+                drop(inner);
+                self.abandon();
                 return Err(e.into());
             }
         }
         Ok(count)
+    }
+
+    /// Give up the open transaction after a failed write: nothing of it is kept.
+    fn abandon(&mut self) {
+        let mut inner = lock(&self.inner);
+        inner.window = Window::default();
+        if let Err(e) = inner.conn.execute_batch("ROLLBACK") {
+            tracing::debug!("rolling back after a failed write: {e}");
+        }
+        self.pending = None;
+        self.in_transaction = false;
     }
 
     /// Run `f`, then undo whatever it wrote (to find which event of a failed batch fails).
@@ -414,14 +423,6 @@ fn flush(inner: &mut Inner, schema: &Schema) -> rusqlite::Result<()> {
         *rows_written += 1;
     }
     Ok(())
-}
-
-/// Give up the open transaction after a failed write: nothing of it is kept.
-fn abandon(inner: &mut Inner) {
-    inner.window = Window::default();
-    if let Err(e) = inner.conn.execute_batch("ROLLBACK") {
-        tracing::debug!("rolling back after a failed write: {e}");
-    }
 }
 
 fn write_checkpoint(conn: &Connection, cp: Checkpoint) -> rusqlite::Result<()> {

@@ -124,18 +124,12 @@ impl Window {
 
     /// Set a row's state, remembering how to undo it.
     fn put(&mut self, table: usize, t: &TableSchema, next: Pending) {
-        let key: &[Value] = match &next {
-            Pending::Row(row) => row,
-            Pending::Deleted(key) => key,
-        };
         match &next {
-            Pending::Row(_) => encode_key(
-                &mut self.scratch,
-                table,
-                t,
-                t.primary_key.iter().map(|&c| &key[c]).zip(&t.primary_key),
-            ),
-            Pending::Deleted(_) => {
+            Pending::Row(row) => {
+                let key = t.primary_key.iter().map(|&c| &row[c]);
+                encode_key(&mut self.scratch, table, t, key.zip(&t.primary_key))
+            }
+            Pending::Deleted(key) => {
                 encode_key(&mut self.scratch, table, t, key.iter().zip(&t.primary_key))
             }
         }

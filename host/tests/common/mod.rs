@@ -199,23 +199,34 @@ pub fn try_query<T: serde::de::DeserializeOwned>(
         .collect()
 }
 
-/// The orders table keyed by id, or None while there is none.
-pub fn try_orders(data: &Path) -> Option<BTreeMap<String, OrderRow>> {
-    let rows: Vec<OrderRow> = try_query(data, "order-summary", "SELECT * FROM orders")?;
+/// The `orders` table of the order-summary build named `name`, keyed by id; None while
+/// there is none.
+pub fn try_orders_of(data: &Path, name: &str) -> Option<BTreeMap<String, OrderRow>> {
+    let rows: Vec<OrderRow> = try_query(data, name, "SELECT * FROM orders")?;
     Some(rows.into_iter().map(|r| (r.order_id.clone(), r)).collect())
+}
+
+/// The `customers` table of the customer-stats build named `name`, keyed by id; None
+/// while there is none.
+pub fn try_customers_of(data: &Path, name: &str) -> Option<BTreeMap<String, CustomerRow>> {
+    let rows: Vec<CustomerRow> = try_query(data, name, "SELECT * FROM customers")?;
+    Some(
+        rows.into_iter()
+            .map(|r| (r.customer_id.clone(), r))
+            .collect(),
+    )
+}
+
+/// order-summary's orders table keyed by id, or None while there is none.
+pub fn try_orders(data: &Path) -> Option<BTreeMap<String, OrderRow>> {
+    try_orders_of(data, "order-summary")
 }
 
 /// Both shop read models equal the fold of the first `upto` events of the file.
 pub fn shop_exact(data: &Path, events: &Path, upto: Option<usize>) -> bool {
     let want = shop_events::Fold::of_file(events, upto).unwrap();
-    let customers: Option<Vec<CustomerRow>> =
-        try_query(data, "customer-stats", "SELECT * FROM customers");
-    let customers = customers.map(|rows| {
-        rows.into_iter()
-            .map(|r| (r.customer_id.clone(), r))
-            .collect::<BTreeMap<_, _>>()
-    });
-    try_orders(data) == Some(want.orders) && customers == Some(want.customers)
+    try_orders(data) == Some(want.orders)
+        && try_customers_of(data, "customer-stats") == Some(want.customers)
 }
 
 /// Poll `cond` every 25 ms until it holds; fail naming `what` after `limit`.

@@ -14,7 +14,7 @@ const CHUNK: usize = 1 << 20;
 const MAX_CHUNKS: usize = 32;
 
 /// Bump allocation over chunks taken from the system allocator.
-pub struct Bump(UnsafeCell<Chunks>);
+pub(crate) struct Bump(UnsafeCell<Chunks>);
 
 struct Chunks {
     next: usize,
@@ -28,19 +28,13 @@ unsafe impl Sync for Bump {}
 
 impl Bump {
     /// An allocator with no chunk taken yet.
-    pub const fn new() -> Bump {
+    pub(crate) const fn new() -> Bump {
         Bump(UnsafeCell::new(Chunks {
             next: 0,
             end: 0,
             taken: [(0, 0); MAX_CHUNKS],
             count: 0,
         }))
-    }
-}
-
-impl Default for Bump {
-    fn default() -> Self {
-        Bump::new()
     }
 }
 
