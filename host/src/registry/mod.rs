@@ -36,7 +36,7 @@ use crate::runtime::{Module, Runtime};
 use crate::schema::Schema;
 use crate::store::ProjectionState;
 use recorder::{Outcome, Recorder, RunnerInfo};
-use watcher::{Change, Fingerprint, Watcher};
+use watcher::{Change, Watcher};
 
 /// A runner's number, unique in the registry.
 pub type RunnerId = u64;
@@ -45,8 +45,8 @@ pub type RunnerId = u64;
 enum Msg {
     /// Something changed in the folder: rescan now.
     Wake,
-    /// A module finished compiling (off the registry thread): which load of the file it was.
-    Loaded(PathBuf, u64, Result<Module>),
+    /// A module finished compiling (off the registry thread).
+    Loaded(PathBuf, Result<Module>),
     /// A runner reported a transition.
     Report(RunnerId, Transition),
     /// A command from the API, and where its answer goes.
@@ -241,9 +241,9 @@ pub struct Registry {
     /// Every runner that may still report, by id.
     runners: BTreeMap<RunnerId, RunnerInfo>,
     next_id: RunnerId,
-    /// The newest load started per module file: an older one finishing later is stale.
-    loading: BTreeMap<PathBuf, u64>,
-    next_load: u64,
+    /// Module files being loaded, and whether the file changed again meanwhile (it is
+    /// loaded again once this load is applied: loads of one file apply in order).
+    loading: BTreeMap<PathBuf, bool>,
     /// A runner being stopped whose last reports still speak for its projection.
     owner_override: Option<RunnerId>,
     /// Rebuilds of a new version: the release rules decide whether they take over.
@@ -281,7 +281,6 @@ impl Registry {
             runners: BTreeMap::new(),
             next_id: 0,
             loading: BTreeMap::new(),
-            next_load: 0,
             owner_override: None,
             releases: Default::default(),
             recorder: Recorder::open(&config.data)?,
@@ -340,7 +339,7 @@ impl Registry {
             for change in self.watcher.poll()? {
                 match change {
                     Change::Removed(path) => self.removed(&path)?,
-                    Change::Settled(path, fp) => self.compile(path, fp),
+                    Change::Settled(path, _) => self.compile(path),
                 }
             }
             self.requests()?;
@@ -426,15 +425,16 @@ impl Registry {
     fn handle(&mut self, msg: Msg) -> Result<()> {
         match msg {
             Msg::Wake => Ok(()),
-            Msg::Loaded(path, load, loaded) => {
-                // Loads run in parallel: one of a file written twice in quick succession
-                // may finish after the newer one, and must not undo it.
-                if self.loading.get(&path) != Some(&load) {
-                    tracing::debug!(module = %path.display(), "a newer load of this file replaced this one");
+            Msg::Loaded(path, loaded) => {
+                let Some(again) = self.loading.remove(&path) else {
+                    // The file was removed while it loaded.
                     return Ok(());
+                };
+                self.apply(path.clone(), loaded)?;
+                if again {
+                    self.compile(path);
                 }
-                self.loading.remove(&path);
-                self.apply(path, loaded)
+                Ok(())
             }
             Msg::Report(id, t) => self.record(id, t),
             Msg::Command(c, answer) => {
@@ -537,15 +537,19 @@ impl Registry {
     }
 
     /// Compile off the registry thread; the result comes back as a message.
-    fn compile(&mut self, path: PathBuf, _fp: Fingerprint) {
+    fn compile(&mut self, path: PathBuf) {
+        if let Some(again) = self.loading.get_mut(&path) {
+            // Two loads of one file in parallel could finish in either order, and an
+            // older content applied last would undo the newer: wait for this one.
+            *again = true;
+            return;
+        }
         tracing::info!(module = %path.display(), "module changed; loading");
-        self.next_load += 1;
-        let load_no = self.next_load;
-        self.loading.insert(path.clone(), load_no);
+        self.loading.insert(path.clone(), false);
         let (runtime, tx) = (self.runtime.clone(), self.tx.clone());
         std::thread::spawn(move || {
             let loaded = load(&runtime, &path);
-            let _ = tx.send(Msg::Loaded(path, load_no, loaded));
+            let _ = tx.send(Msg::Loaded(path, loaded));
         });
     }
 
