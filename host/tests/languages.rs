@@ -25,12 +25,17 @@ fn python_and_javascript_shop_projections_equal_the_rust_ones() {
     let runtime = projector::runtime::Runtime::new(Default::default(), None).unwrap();
     for shop in ["order-summary", "customer-stats"] {
         let rust = guest(shop);
+        let rust_module = runtime.load(&std::fs::read(&rust).unwrap()).unwrap();
+        assert_eq!(rust_module.contract(), "0.2", "{shop} (Rust)");
         for lang in ["py", "js"] {
             let wasm = build(&format!("{shop}-{lang}"));
             let module = runtime
                 .load(&std::fs::read(&wasm).unwrap())
                 .unwrap_or_else(|e| panic!("{shop}-{lang} loads: {e:#}"));
             assert!(!module.wasi, "{shop}-{lang}: built with WASI stubbed out");
+            // Python and JavaScript speak contract 0.1, the Rust SDK 0.2 (packed batch):
+            // the diff below runs the same events through both.
+            assert_eq!(module.contract(), "0.1", "{shop}-{lang}");
             assert!(
                 module.footprint().instances > 4,
                 "{shop}-{lang}: more core instances than the old fixed limit allowed: {:?}",

@@ -293,7 +293,7 @@ fn source_hash(dir: &Path, lang: Language) -> Result<String> {
             walk(&dir.join("src"), &mut files);
             if let Some(repo) = crate::authoring::repo_dir() {
                 walk(&repo.join("projections/sdk/src"), &mut files);
-                walk(&repo.join("wit/v0.1"), &mut files);
+                walk(&repo.join("wit"), &mut files);
             }
         }
         Language::Python | Language::JavaScript => {

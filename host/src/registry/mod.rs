@@ -626,7 +626,7 @@ impl Registry {
                 }
             }
             Action::Start => {
-                tracing::info!(module = %path.display(), projection = %name, version = schema.version, from_cache = module.from_cache, "loaded");
+                tracing::info!(module = %path.display(), projection = %name, version = schema.version, from_cache = module.from_cache, contract = module.contract(), "loaded");
                 if new_name {
                     self.slots.insert(
                         name.clone(),

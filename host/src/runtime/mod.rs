@@ -28,8 +28,8 @@ pub use limits::{Footprint, Limits};
 pub use sandbox::FIXED_WALL_CLOCK_SECS;
 
 use crate::schema::Schema;
-use crate::wit::since_v0_1::{Projection, ProjectionPre, log, read_model};
-use crate::wit::{Event, HandleError, Level, Op, Value};
+use crate::wit::since_v0_1::{log, read_model};
+use crate::wit::{Event, HandleError, Level, Manifest, Op, Value, since_v0_1, since_v0_2};
 
 /// Reads a projection's own rows for the `get` import: all a module may see of storage.
 pub trait RowReader: Send {
@@ -140,7 +140,7 @@ impl Runtime {
         let engine =
             Engine::new(&config).map_err(|e| anyhow::anyhow!("creating the wasm engine: {e}"))?;
         let mut linker = Linker::new(&engine);
-        Projection::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+        since_v0_1::Projection::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| anyhow::anyhow!("linking host imports: {e}"))?;
         let mut wasi_linker = linker.clone();
         wasmtime_wasi::p2::add_to_linker_sync(&mut wasi_linker)
@@ -180,12 +180,17 @@ impl Runtime {
         };
         let pre = linker.instantiate_pre(&component).map_err(|e| {
             anyhow::anyhow!(
-                "the component does not fit the projector:projection@0.1.0 world: {e:#}"
+                "the component does not fit the projector:projection world (0.1 or 0.2): {e:#}"
             )
         })?;
-        let pre = ProjectionPre::new(pre).map_err(|e| {
-            anyhow::anyhow!("the component does not export the projection world: {e:#}")
-        })?;
+        let pre = match since_v0_2::ProjectionPre::new(pre.clone()) {
+            Ok(p) => Pre::V0_2(p),
+            Err(_) => Pre::V0_1(since_v0_1::ProjectionPre::new(pre).map_err(|e| {
+                anyhow::anyhow!(
+                    "the component does not export the projection world (0.1 or 0.2): {e:#}"
+                )
+            })?),
+        };
         let code = Code {
             pre,
             engine: self.engine.clone(),
@@ -193,7 +198,7 @@ impl Runtime {
             footprint: Footprint::of(wasm),
             wasi,
         };
-        let (_, _, manifest) = code.call(None, |p, store| p.call_manifest(store), 0);
+        let (_, _, manifest) = code.call(None, |p, store| p.manifest(store), 0);
         let manifest = manifest
             .map_err(|e| anyhow::anyhow!("calling the module's `manifest` export: {e:#}"))?;
         Ok(Module {
@@ -273,9 +278,50 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Linked code, by the contract version the module was built against.
+enum Pre {
+    V0_1(since_v0_1::ProjectionPre<HostState>),
+    V0_2(since_v0_2::ProjectionPre<HostState>),
+}
+
+/// An instance's exports, by contract version: one place that knows how each version
+/// takes a batch.
+enum Exports {
+    V0_1(since_v0_1::Projection),
+    V0_2(since_v0_2::Projection),
+}
+
+thread_local! {
+    /// The packed batch of a 0.2 call, reused by each runner thread.
+    static PACKED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Exports {
+    fn manifest(&self, store: &mut Store<HostState>) -> wasmtime::Result<Manifest> {
+        match self {
+            Exports::V0_1(p) => p.call_manifest(store),
+            Exports::V0_2(p) => p.call_manifest(store),
+        }
+    }
+
+    fn handle(
+        &self,
+        store: &mut Store<HostState>,
+        events: &[Event],
+    ) -> wasmtime::Result<Result<Vec<Op>, HandleError>> {
+        match self {
+            Exports::V0_1(p) => p.call_handle(store, events),
+            Exports::V0_2(p) => PACKED.with_borrow_mut(|packed| {
+                since_v0_2::pack(events, packed);
+                p.call_handle(store, packed)
+            }),
+        }
+    }
+}
+
 /// Compiled, linked code and what each instantiation is allowed.
 struct Code {
-    pre: ProjectionPre<HostState>,
+    pre: Pre,
     /// Held so the epoch ticker (and so the deadline) lives as long as the module.
     engine: Engine,
     limits: Limits,
@@ -323,6 +369,14 @@ impl Module {
         &self.bytes
     }
 
+    /// The contract version the module was built against: `0.1` or `0.2`.
+    pub fn contract(&self) -> &'static str {
+        match self.code.pre {
+            Pre::V0_1(_) => "0.1",
+            Pre::V0_2(_) => "0.2",
+        }
+    }
+
     /// What each instance may create (instances, memories, tables).
     pub fn footprint(&self) -> Footprint {
         self.code.footprint
@@ -341,7 +395,7 @@ impl Module {
     ) -> (CallStats, Result<Vec<Op>, CallError>) {
         let (mut state, fuel_used, out) = self.code.call(
             Some(reader),
-            |p, store| p.call_handle(store, events),
+            |p, store| p.handle(store, events),
             events.len() as u64,
         );
         let stats = CallStats {
@@ -399,7 +453,7 @@ impl Code {
     fn call<R>(
         &self,
         reader: Option<Box<dyn RowReader>>,
-        f: impl FnOnce(&Projection, &mut Store<HostState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&Exports, &mut Store<HostState>) -> wasmtime::Result<R>,
         events: u64,
     ) -> (HostState, u64, wasmtime::Result<R>) {
         let state = HostState {
@@ -421,10 +475,11 @@ impl Code {
             let _ = store.set_fuel(budget);
         }
         store.set_epoch_deadline(epoch::ticks(self.limits.timeout_ms));
-        let result = self
-            .pre
-            .instantiate(&mut store)
-            .and_then(|p| f(&p, &mut store));
+        let exports = match &self.pre {
+            Pre::V0_1(pre) => pre.instantiate(&mut store).map(Exports::V0_1),
+            Pre::V0_2(pre) => pre.instantiate(&mut store).map(Exports::V0_2),
+        };
+        let result = exports.and_then(|p| f(&p, &mut store));
         let fuel_used = if self.limits.fuel_per_event > 0 {
             budget - store.get_fuel().unwrap_or(0)
         } else {

@@ -6,6 +6,7 @@
 //! contract version is a new `since_v0_x` module beside this one.
 
 pub mod since_v0_1;
+pub mod since_v0_2;
 
 pub use since_v0_1::types::*;
 

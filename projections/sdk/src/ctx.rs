@@ -3,7 +3,7 @@
 
 use rustc_hash::FxHashMap;
 
-use crate::bindings::projector::projection::{read_model, types as wit};
+use crate::bindings::projector::projection0_1_0::{read_model, types as wit};
 use crate::value::IntoKey;
 use crate::{Error, Kind, Manifest, Result, Value};
 

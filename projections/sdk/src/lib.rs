@@ -9,6 +9,7 @@
 
 #[cfg(target_arch = "wasm32")]
 mod alloc;
+mod batch;
 mod ctx;
 mod manifest;
 mod value;
@@ -23,13 +24,13 @@ pub use manifest::{Manifest, Table};
 pub use value::{IntoKey, Key, Value};
 
 /// The kinds of column a table can declare.
-pub use bindings::projector::projection::types::ColumnKind as Kind;
+pub use bindings::projector::projection0_1_0::types::ColumnKind as Kind;
 /// One recorded event, as the host delivers it.
-pub use bindings::projector::projection::types::Event;
+pub use bindings::projector::projection0_1_0::types::Event;
 /// Log levels for [`log`].
-pub use bindings::projector::projection::types::Level;
+pub use bindings::projector::projection0_1_0::types::Level;
 /// A global position in the event store.
-pub use bindings::projector::projection::types::Position;
+pub use bindings::projector::projection0_1_0::types::Position;
 
 /// Everything an author needs, in one `use`.
 pub mod prelude {
@@ -100,7 +101,7 @@ impl EventExt for Event {
 
 /// Log a line through the host (the host caps lines per batch).
 pub fn log(level: Level, message: &str) {
-    bindings::projector::projection::log::log(level, message);
+    bindings::projector::projection0_1_0::log::log(level, message);
 }
 
 /// Register the type implementing [`Projection`] as this module's export.
@@ -115,7 +116,7 @@ macro_rules! register_projection {
                 $crate::__private::manifest::<$projection>()
             }
             fn handle(
-                batch: ::std::vec::Vec<$crate::Event>,
+                batch: ::std::vec::Vec<u8>,
             ) -> ::std::result::Result<
                 ::std::vec::Vec<$crate::__private::Op>,
                 $crate::__private::HandleError,
@@ -131,8 +132,10 @@ macro_rules! register_projection {
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit/v0.1",
-        world: "projector:projection/projection@0.1.0",
+        path: ["../../wit/v0.1", "../../wit/v0.2"],
+        world: "projector:projection/projection@0.2.0",
+        // Contract 0.1's types and imports are 0.2's too.
+        generate_all,
         pub_export_macro: true,
         export_macro_name: "__export_projection",
         default_bindings_module: "projector_sdk::__private::bindings",
@@ -144,10 +147,11 @@ pub mod bindings {
 pub mod __private {
     pub use crate::bindings;
     pub use crate::bindings::Guest;
-    pub use crate::bindings::projector::projection::types::{
+    pub use crate::bindings::projector::projection0_1_0::types::{
         HandleError, Manifest as WitManifest, Op,
     };
-    use crate::{Ctx, Event, Projection, ctx::Schema};
+    use crate::batch::{Batch, empty_event};
+    use crate::{Ctx, Projection, ctx::Schema};
     use std::sync::OnceLock;
 
     static SCHEMA: OnceLock<Schema> = OnceLock::new();
@@ -161,19 +165,41 @@ pub mod __private {
         P::manifest().into_wit()
     }
 
-    /// The handle export: run every event through one overlay, return the coalesced ops.
-    pub fn handle<P: Projection>(batch: Vec<Event>) -> Result<Vec<Op>, HandleError> {
+    /// The handle export: read the packed batch one event at a time, run each through
+    /// one overlay, return the coalesced ops.
+    pub fn handle<P: Projection>(batch: Vec<u8>) -> Result<Vec<Op>, HandleError> {
         install_panic_hook();
+        let failed = |message: String, index: u32| HandleError {
+            message,
+            event_index: Some(index),
+        };
         let mut ctx = Ctx::new(schema::<P>());
-        for (index, event) in batch.iter().enumerate() {
-            if let Err(e) = P::handle(&mut ctx, event) {
-                return Err(HandleError {
-                    message: e.0,
-                    event_index: Some(index as u32),
-                });
-            }
+        let mut events = Batch::new(&batch).map_err(|m| HandleError {
+            message: m,
+            event_index: None,
+        })?;
+        let mut event = empty_event();
+        let mut index = 0;
+        while events.next_into(&mut event).map_err(|m| failed(m, index))? {
+            P::handle(&mut ctx, &event).map_err(|e| failed(e.0, index))?;
+            index += 1;
         }
         Ok(ctx.into_ops())
+    }
+
+    /// Every event of a packed batch, owned (for modules that bypass [`Projection`]).
+    pub fn events(batch: &[u8]) -> Result<Vec<crate::Event>, HandleError> {
+        let failed = |message: String| HandleError {
+            message,
+            event_index: None,
+        };
+        let mut events = Batch::new(batch).map_err(failed)?;
+        let mut all = Vec::new();
+        let mut event = empty_event();
+        while events.next_into(&mut event).map_err(failed)? {
+            all.push(event.clone());
+        }
+        Ok(all)
     }
 
     /// A panic aborts the instance; log its message first so the host can name the cause.

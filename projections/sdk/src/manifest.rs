@@ -1,7 +1,7 @@
 //! Builders for the manifest a projection exports.
 
 use crate::Kind;
-use crate::bindings::projector::projection::types as wit;
+use crate::bindings::projector::projection0_1_0::types as wit;
 
 /// What a projection is: name, version, interests and the tables it owns.
 #[derive(Debug, Clone)]

@@ -1,6 +1,6 @@
 //! Column values and primary keys.
 
-pub use crate::bindings::projector::projection::types::Value;
+pub use crate::bindings::projector::projection0_1_0::types::Value;
 
 impl Value {
     /// The integer, or 0 for NULL and other kinds.

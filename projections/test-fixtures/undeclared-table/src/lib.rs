@@ -1,8 +1,8 @@
 //! Hostile fixture: bypasses the SDK's checks to send the host an op for a table it
 //! never declared, after a legitimate one. The host must reject the whole batch.
 
-use projector_sdk::__private::bindings::projector::projection::types::{
-    Column, ColumnKind, Event, HandleError, Interests, Manifest, Op, RowOp, Table, Value,
+use projector_sdk::__private::bindings::projector::projection0_1_0::types::{
+    Column, ColumnKind, HandleError, Interests, Manifest, Op, RowOp, Table, Value,
 };
 
 struct Undeclared;
@@ -29,9 +29,9 @@ impl projector_sdk::__private::Guest for Undeclared {
         }
     }
 
-    fn handle(batch: Vec<Event>) -> Result<Vec<Op>, HandleError> {
+    fn handle(batch: Vec<u8>) -> Result<Vec<Op>, HandleError> {
         let mut ops = Vec::new();
-        for e in &batch {
+        for e in &projector_sdk::__private::events(&batch)? {
             ops.push(Op::Upsert(RowOp {
                 table: "things".into(),
                 row: vec![Value::Text(e.event_id.clone())],
