@@ -128,3 +128,57 @@ unsafe impl GlobalAlloc for Bump {
         new
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Random allocations, reallocations and frees of small and large blocks: every live
+    /// block keeps its bytes (no two overlap) and its alignment.
+    #[test]
+    fn live_blocks_keep_their_bytes_and_alignment() {
+        let bump = Bump::new();
+        let mut live: Vec<(*mut u8, Layout, u8)> = Vec::new();
+        let mut seed = 42u64;
+        let mut next = |n: usize| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize % n
+        };
+        let intact =
+            |p: *mut u8, size: usize, tag: u8| (0..size).all(|i| unsafe { *p.add(i) } == tag);
+        for step in 0..20_000 {
+            let size = if next(10) == 0 { 1 + next(300_000) } else { 1 + next(600) };
+            let align = [1, 2, 4, 8, 16][next(5)];
+            match next(4) {
+                0 | 1 => {
+                    let layout = Layout::from_size_align(size, align).unwrap();
+                    let p = unsafe { bump.alloc(layout) };
+                    assert_eq!(p as usize % align, 0);
+                    let tag = step as u8;
+                    unsafe { std::ptr::write_bytes(p, tag, size) };
+                    live.push((p, layout, tag));
+                }
+                2 if !live.is_empty() => {
+                    let (p, layout, tag) = live.swap_remove(next(live.len()));
+                    let q = unsafe { bump.realloc(p, layout, size) };
+                    assert_eq!(q as usize % layout.align(), 0);
+                    assert!(intact(q, layout.size().min(size), tag), "realloc kept the bytes");
+                    unsafe { std::ptr::write_bytes(q, tag, size) };
+                    let layout = Layout::from_size_align(size, layout.align()).unwrap();
+                    live.push((q, layout, tag));
+                }
+                _ if !live.is_empty() => {
+                    let (p, layout, tag) = live.swap_remove(next(live.len()));
+                    assert!(intact(p, layout.size(), tag), "a block was overwritten");
+                    unsafe { bump.dealloc(p, layout) };
+                }
+                _ => {}
+            }
+        }
+        for (p, layout, tag) in live {
+            assert!(intact(p, layout.size(), tag), "a block was overwritten");
+        }
+    }
+}

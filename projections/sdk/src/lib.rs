@@ -7,7 +7,7 @@
 //! [`Ctx::get`] reads through it (event 7 of a batch sees what events 1–6 wrote),
 //! and each touched row leaves the module as one coalesced op.
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(any(target_arch = "wasm32", test))]
 mod alloc;
 mod batch;
 mod ctx;
