@@ -11,6 +11,25 @@ use clap::Parser as _;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_arena_eager_commit` (its place in `mi_option_t` of the mimalloc
+/// version `libmimalloc-sys` builds, v3; the crate names only older options).
+const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+
+/// Arenas committed on demand: a runner thread's heap then holds what it uses. With
+/// eager commit, 100 idle projections (a thread each) held ~1 GiB resident instead of
+/// ~150 MiB. Set before the first allocation (the first arena is reserved then), so it
+/// runs as an ELF constructor, before the Rust runtime allocates anything.
+#[cfg(target_os = "linux")]
+extern "C" fn commit_on_demand() {
+    // SAFETY: sets an option; nothing has allocated through mimalloc yet.
+    unsafe { libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0) };
+}
+
+#[cfg(target_os = "linux")]
+#[used]
+#[unsafe(link_section = ".init_array")]
+static COMMIT_ON_DEMAND: extern "C" fn() = commit_on_demand;
+
 fn main() -> std::process::ExitCode {
     let cli = cmd::Cli::parse();
     // The client crate logs an ERROR for every failed connection attempt; the source
