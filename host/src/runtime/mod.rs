@@ -313,6 +313,11 @@ impl Exports {
             Exports::V0_1(p) => p.call_handle(store, events),
             Exports::V0_2(p) => PACKED.with_borrow_mut(|packed| {
                 since_v0_2::pack(events, packed);
+                // A runner back at the head sends small batches: it gives back the room
+                // its catch-up batches took (megabytes per runner).
+                if packed.capacity() > (64 << 10).max(4 * packed.len()) {
+                    packed.shrink_to(packed.len());
+                }
                 p.call_handle(store, packed)
             }),
         }

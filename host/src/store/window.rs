@@ -47,17 +47,18 @@ pub(crate) struct Window {
     written: Option<Written>,
 }
 
-/// The keys written since a build's tables were empty, as a Bloom filter (1 MiB per
-/// build): a key it has never seen is in no table, so `get` answers "no row" without
+/// The keys written since a build's tables were empty, as a Bloom filter (256 KiB per
+/// build, taken at its first write): a key it has never seen is in no table, so `get` answers "no row" without
 /// asking SQLite. A new build's rows are mostly new (an `OrderCreated` looks its order
 /// up first), and a lookup that misses costs SQLite a B-tree descent. A false positive
 /// only means asking SQLite; a filter never forgets a key (deletes and undone batches
 /// leave theirs in), so it never says "no row" for a row that is there.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct Written(Vec<u64>);
 
-/// Bits in the filter: ~0.1% false positives at 250k keys, 1% at 500k.
-const WRITTEN_BITS: usize = 1 << 23;
+/// Bits in the filter: ~3% false positives at 250k keys, 15% at 500k (each one a
+/// lookup SQLite would have done anyway).
+const WRITTEN_BITS: usize = 1 << 21;
 
 impl Written {
     fn bits(key: &[u8]) -> [usize; 3] {
@@ -75,15 +76,19 @@ impl Written {
     }
 
     fn insert(&mut self, key: &[u8]) {
+        if self.0.is_empty() {
+            self.0 = vec![0; WRITTEN_BITS / 64];
+        }
         for bit in Self::bits(key) {
             self.0[bit / 64] |= 1 << (bit % 64);
         }
     }
 
     fn may_hold(&self, key: &[u8]) -> bool {
-        Self::bits(key)
-            .iter()
-            .all(|&bit| self.0[bit / 64] & (1 << (bit % 64)) != 0)
+        !self.0.is_empty()
+            && Self::bits(key)
+                .iter()
+                .all(|&bit| self.0[bit / 64] & (1 << (bit % 64)) != 0)
     }
 }
 
@@ -105,7 +110,7 @@ impl Window {
     /// A window for tables that are empty: it remembers every key written from here on.
     pub(crate) fn over_empty_tables() -> Window {
         Window {
-            written: Some(Written(vec![0; WRITTEN_BITS / 64])),
+            written: Some(Written::default()),
             ..Window::default()
         }
     }
