@@ -13,7 +13,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// mimalloc's `mi_option_arena_eager_commit` and `mi_option_purge_delay` (their places
 /// in `mi_option_t` of the mimalloc `libmimalloc-sys` builds, v3; the crate names only
-/// older options).
+/// older options). Check both against `mimalloc.h` when the crate is upgraded.
 #[cfg(target_os = "linux")]
 const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 #[cfg(target_os = "linux")]
