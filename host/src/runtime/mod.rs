@@ -52,6 +52,9 @@ pub enum CallError {
     /// A memory asked to grow past the limit.
     #[error("the module went over its {0} MiB memory limit")]
     MemoryLimit(usize),
+    /// The module returned ops that do not follow its contract's packing.
+    #[error("the module returned malformed ops: {0}")]
+    MalformedOps(String),
     /// Any other trap (a guest panic, `unreachable`, a failing host call).
     #[error("the module trapped: {0}")]
     Trap(String),
@@ -278,6 +281,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Packed ops that could not be read (contract 0.2), carried out of the call.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct MalformedOps(String);
+
 /// Linked code, by the contract version the module was built against.
 enum Pre {
     V0_1(since_v0_1::ProjectionPre<HostState>),
@@ -311,15 +319,23 @@ impl Exports {
     ) -> wasmtime::Result<Result<Vec<Op>, HandleError>> {
         match self {
             Exports::V0_1(p) => p.call_handle(store, events),
-            Exports::V0_2(p) => PACKED.with_borrow_mut(|packed| {
-                since_v0_2::pack(events, packed);
-                // A runner back at the head sends small batches: it gives back the room
-                // its catch-up batches took (megabytes per runner).
-                if packed.capacity() > (64 << 10).max(4 * packed.len()) {
-                    packed.shrink_to(packed.len());
+            Exports::V0_2(p) => {
+                let out = PACKED.with_borrow_mut(|packed| {
+                    since_v0_2::pack(events, packed);
+                    // A runner back at the head sends small batches: it gives back the
+                    // room its catch-up batches took (megabytes per runner).
+                    if packed.capacity() > (64 << 10).max(4 * packed.len()) {
+                        packed.shrink_to(packed.len());
+                    }
+                    p.call_handle(store, packed)
+                })?;
+                match out {
+                    Ok(bytes) => since_v0_2::unpack_ops(&bytes)
+                        .map(Ok)
+                        .map_err(|e| wasmtime::Error::new(MalformedOps(e))),
+                    Err(e) => Ok(Err(e)),
                 }
-                p.call_handle(store, packed)
-            }),
+            }
         }
     }
 }
@@ -426,6 +442,9 @@ fn explain(
     state: &HostState,
     logs: &[(Level, String)],
 ) -> CallError {
+    if let Some(MalformedOps(m)) = e.downcast_ref::<MalformedOps>() {
+        return CallError::MalformedOps(m.clone());
+    }
     match e.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => CallError::OutOfFuel,
         Some(Trap::Interrupt) => CallError::Timeout(limits.timeout_ms),

@@ -1,8 +1,69 @@
 //! Contract 0.2's packed batch (layout in `wit/v0.2/projection.wit`), read one event at
 //! a time into one reused [`Event`]: its strings and buffers keep their capacity, so
-//! reading an event allocates nothing once the first few have been read.
+//! reading an event allocates nothing once the first few have been read. And the ops,
+//! packed the same way on their way back.
 
-use crate::{Event, Position};
+use crate::bindings::projector::projection0_1_0::types::Op;
+use crate::{Event, Position, Value};
+
+/// Pack `ops` in the layout `wit/v0.2` documents.
+pub(crate) fn pack_ops(ops: &[Op]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 * ops.len() + 4);
+    len(&mut out, ops.len());
+    for op in ops {
+        let (kind, table, values) = match op {
+            Op::Upsert(r) => (0, &r.table, &r.row),
+            Op::Delete(k) => (1, &k.table, &k.key),
+            Op::Increment(a) => (2, &a.table, &a.key),
+        };
+        out.push(kind);
+        text_out(&mut out, table);
+        len(&mut out, values.len());
+        for v in values {
+            value_out(&mut out, v);
+        }
+        if let Op::Increment(a) = op {
+            len(&mut out, a.deltas.len());
+            for d in &a.deltas {
+                text_out(&mut out, &d.column);
+                value_out(&mut out, &d.by);
+            }
+        }
+    }
+    out
+}
+
+fn len(out: &mut Vec<u8>, n: usize) {
+    out.extend_from_slice(&(n as u32).to_le_bytes());
+}
+
+fn text_out(out: &mut Vec<u8>, s: &str) {
+    len(out, s.len());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn value_out(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::Null => out.push(0),
+        Value::Integer(i) => {
+            out.push(1);
+            out.extend_from_slice(&i.to_le_bytes());
+        }
+        Value::Real(r) => {
+            out.push(2);
+            out.extend_from_slice(&r.to_bits().to_le_bytes());
+        }
+        Value::Text(s) => {
+            out.push(3);
+            text_out(out, s);
+        }
+        Value::Blob(b) => {
+            out.push(4);
+            len(out, b.len());
+            out.extend_from_slice(b);
+        }
+    }
+}
 
 /// Reads the events of a packed batch in order.
 pub(crate) struct Batch<'a> {

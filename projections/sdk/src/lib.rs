@@ -117,10 +117,8 @@ macro_rules! register_projection {
             }
             fn handle(
                 batch: ::std::vec::Vec<u8>,
-            ) -> ::std::result::Result<
-                ::std::vec::Vec<$crate::__private::Op>,
-                $crate::__private::HandleError,
-            > {
+            ) -> ::std::result::Result<::std::vec::Vec<u8>, $crate::__private::HandleError>
+            {
                 $crate::__private::handle::<$projection>(batch)
             }
         }
@@ -167,7 +165,7 @@ pub mod __private {
 
     /// The handle export: read the packed batch one event at a time, run each through
     /// one overlay, return the coalesced ops.
-    pub fn handle<P: Projection>(batch: Vec<u8>) -> Result<Vec<Op>, HandleError> {
+    pub fn handle<P: Projection>(batch: Vec<u8>) -> Result<Vec<u8>, HandleError> {
         install_panic_hook();
         let failed = |message: String, index: u32| HandleError {
             message,
@@ -184,7 +182,12 @@ pub mod __private {
             P::handle(&mut ctx, &event).map_err(|e| failed(e.0, index))?;
             index += 1;
         }
-        Ok(ctx.into_ops())
+        Ok(pack_ops(&ctx.into_ops()))
+    }
+
+    /// Ops packed for the handle export (for modules that bypass [`Projection`]).
+    pub fn pack_ops(ops: &[Op]) -> Vec<u8> {
+        crate::batch::pack_ops(ops)
     }
 
     /// Every event of a packed batch, owned (for modules that bypass [`Projection`]).

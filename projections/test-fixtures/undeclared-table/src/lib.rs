@@ -29,7 +29,7 @@ impl projector_sdk::__private::Guest for Undeclared {
         }
     }
 
-    fn handle(batch: Vec<u8>) -> Result<Vec<Op>, HandleError> {
+    fn handle(batch: Vec<u8>) -> Result<Vec<u8>, HandleError> {
         let mut ops = Vec::new();
         for e in &projector_sdk::__private::events(&batch)? {
             ops.push(Op::Upsert(RowOp {
@@ -44,7 +44,7 @@ impl projector_sdk::__private::Guest for Undeclared {
                 }));
             }
         }
-        Ok(ops)
+        Ok(projector_sdk::__private::pack_ops(&ops))
     }
 }
 
