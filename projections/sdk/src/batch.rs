@@ -4,7 +4,7 @@
 //! packed the same way on their way back.
 
 use crate::bindings::projector::projection0_1_0::types::Op;
-use crate::{Event, Position, Value};
+use crate::{Event, Position};
 
 /// Pack `ops` in the layout `wit/v0.2` documents.
 pub(crate) fn pack_ops(ops: &[Op]) -> Vec<u8> {
@@ -20,13 +20,13 @@ pub(crate) fn pack_ops(ops: &[Op]) -> Vec<u8> {
         text_out(&mut out, table);
         len(&mut out, values.len());
         for v in values {
-            value_out(&mut out, v);
+            v.encode_into(&mut out);
         }
         if let Op::Increment(a) = op {
             len(&mut out, a.deltas.len());
             for d in &a.deltas {
                 text_out(&mut out, &d.column);
-                value_out(&mut out, &d.by);
+                d.by.encode_into(&mut out);
             }
         }
     }
@@ -40,29 +40,6 @@ fn len(out: &mut Vec<u8>, n: usize) {
 fn text_out(out: &mut Vec<u8>, s: &str) {
     len(out, s.len());
     out.extend_from_slice(s.as_bytes());
-}
-
-fn value_out(out: &mut Vec<u8>, v: &Value) {
-    match v {
-        Value::Null => out.push(0),
-        Value::Integer(i) => {
-            out.push(1);
-            out.extend_from_slice(&i.to_le_bytes());
-        }
-        Value::Real(r) => {
-            out.push(2);
-            out.extend_from_slice(&r.to_bits().to_le_bytes());
-        }
-        Value::Text(s) => {
-            out.push(3);
-            text_out(out, s);
-        }
-        Value::Blob(b) => {
-            out.push(4);
-            len(out, b.len());
-            out.extend_from_slice(b);
-        }
-    }
 }
 
 /// Reads the events of a packed batch in order.

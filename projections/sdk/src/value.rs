@@ -34,7 +34,8 @@ impl Value {
         matches!(self, Value::Null)
     }
 
-    /// Bytes that identify the value, for overlay lookups (f64 by its bits).
+    /// Bytes that identify the value (f64 by its bits): the overlay's lookup key, and
+    /// the value as contract 0.2 packs it.
     pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
         match self {
             Value::Null => out.push(0),
