@@ -112,12 +112,8 @@ unsafe impl GlobalAlloc for Bump {
             return p;
         }
         // SAFETY: the caller guarantees `new_size` is valid for `layout`'s alignment.
-        let new = unsafe {
-            self.alloc(Layout::from_size_align_unchecked(
-                new_size,
-                layout.align(),
-            ))
-        };
+        let new =
+            unsafe { self.alloc(Layout::from_size_align_unchecked(new_size, layout.align())) };
         if !new.is_null() {
             // SAFETY: both ranges are valid for the smaller size and do not overlap.
             unsafe {
@@ -149,7 +145,11 @@ mod tests {
         let intact =
             |p: *mut u8, size: usize, tag: u8| (0..size).all(|i| unsafe { *p.add(i) } == tag);
         for step in 0..20_000 {
-            let size = if next(10) == 0 { 1 + next(300_000) } else { 1 + next(600) };
+            let size = if next(10) == 0 {
+                1 + next(300_000)
+            } else {
+                1 + next(600)
+            };
             let align = [1, 2, 4, 8, 16][next(5)];
             match next(4) {
                 0 | 1 => {
@@ -164,7 +164,10 @@ mod tests {
                     let (p, layout, tag) = live.swap_remove(next(live.len()));
                     let q = unsafe { bump.realloc(p, layout, size) };
                     assert_eq!(q as usize % layout.align(), 0);
-                    assert!(intact(q, layout.size().min(size), tag), "realloc kept the bytes");
+                    assert!(
+                        intact(q, layout.size().min(size), tag),
+                        "realloc kept the bytes"
+                    );
                     unsafe { std::ptr::write_bytes(q, tag, size) };
                     let layout = Layout::from_size_align(size, layout.align()).unwrap();
                     live.push((q, layout, tag));

@@ -460,7 +460,10 @@ mod tests {
         assert!(ctx.get("orders", "o1").unwrap().is_none());
         ctx.upsert("orders", vec!["o1".into(), "created".into(), 1i64.into()])
             .unwrap();
-        let mut row = ctx.get("orders", "o1").unwrap().expect("written in this batch");
+        let mut row = ctx
+            .get("orders", "o1")
+            .unwrap()
+            .expect("written in this batch");
         assert_eq!(row.get("status").as_str(), "created");
         row.set("status", "confirmed");
         ctx.save(row).unwrap();
@@ -472,22 +475,35 @@ mod tests {
     #[test]
     fn increments_resolve_against_the_stored_row_and_deletes_hide_it() {
         let mut ctx = Ctx::with_base(schema(), stored);
-        ctx.increment("orders", "stored", &[("n", 5i64.into())]).unwrap();
+        ctx.increment("orders", "stored", &[("n", 5i64.into())])
+            .unwrap();
         let row = ctx.get("orders", "stored").unwrap().expect("stored row");
-        assert_eq!(row.int("n"), 15, "blind increment applied to the stored row");
+        assert_eq!(
+            row.int("n"),
+            15,
+            "blind increment applied to the stored row"
+        );
         ctx.delete("orders", "stored").unwrap();
         assert!(ctx.get("orders", "stored").unwrap().is_none());
         let ops = ops(ctx);
         assert_eq!(ops.len(), 1, "{ops:?}");
-        assert!(ops[0].starts_with("Op::Delete") || ops[0].contains("Delete"), "{ops:?}");
+        assert!(
+            ops[0].starts_with("Op::Delete") || ops[0].contains("Delete"),
+            "{ops:?}"
+        );
     }
 
     #[test]
     fn a_missing_row_incremented_starts_from_defaults() {
         let mut ctx = Ctx::with_base(schema(), stored);
-        ctx.increment("orders", "new", &[("n", 2i64.into())]).unwrap();
-        ctx.increment("orders", "new", &[("n", 3i64.into())]).unwrap();
-        assert_eq!(ctx.get("orders", "new").unwrap().expect("created").int("n"), 5);
+        ctx.increment("orders", "new", &[("n", 2i64.into())])
+            .unwrap();
+        ctx.increment("orders", "new", &[("n", 3i64.into())])
+            .unwrap();
+        assert_eq!(
+            ctx.get("orders", "new").unwrap().expect("created").int("n"),
+            5
+        );
         assert!(ctx.get("nope", "x").is_err(), "undeclared table");
     }
 }

@@ -117,8 +117,7 @@ macro_rules! register_projection {
             }
             fn handle(
                 batch: ::std::vec::Vec<u8>,
-            ) -> ::std::result::Result<::std::vec::Vec<u8>, $crate::__private::HandleError>
-            {
+            ) -> ::std::result::Result<::std::vec::Vec<u8>, $crate::__private::HandleError> {
                 $crate::__private::handle::<$projection>(batch)
             }
         }
@@ -143,12 +142,12 @@ pub mod bindings {
 /// Glue used by [`register_projection!`]; not part of the API.
 #[doc(hidden)]
 pub mod __private {
+    use crate::batch::{Batch, empty_event};
     pub use crate::bindings;
     pub use crate::bindings::Guest;
     pub use crate::bindings::projector::projection0_1_0::types::{
         HandleError, Manifest as WitManifest, Op,
     };
-    use crate::batch::{Batch, empty_event};
     use crate::{Ctx, Projection, ctx::Schema};
     use std::sync::OnceLock;
 
