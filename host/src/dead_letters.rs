@@ -56,7 +56,7 @@ pub fn retry(config: &Config, projection: &str) -> Result<RetryReport> {
                 Ok(r) if r.last.is_none() => {
                     break Err("the event is no longer in the source".to_string());
                 }
-                Ok(_) if buf.as_slice().first().is_some_and(|e| e.position == at) => break Ok(()),
+                Ok(_) if buf.get(0).is_some_and(|e| e.position == at) => break Ok(()),
                 Ok(r) if r.last.is_some_and(|p| p.commit >= at.commit) => {
                     break Err(
                         "the event at this position no longer matches the projection".to_string(),
@@ -70,7 +70,7 @@ pub fn retry(config: &Config, projection: &str) -> Result<RetryReport> {
             }
         };
         let outcome = found.and_then(|()| {
-            let (_, result) = module.handle(Box::new(db.reader()), buf.as_slice());
+            let (_, result) = module.handle(Box::new(db.reader()), &buf.refs());
             let ops = result.map_err(|e| e.to_string())?;
             // The checkpoint stays where it is: this event was passed long ago.
             db.apply_batch(ops, checkpoint, limits)

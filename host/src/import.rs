@@ -204,7 +204,7 @@ fn read_runs(
             .read_batch(&mut buffer, 2_000, Duration::from_millis(100))
             .map_err(anyhow::Error::from)
             .and_then(|read| {
-                for e in buffer.as_slice() {
+                for e in buffer.iter() {
                     if let Some(r) =
                         run.take_if(|r| *r.stream != e.stream_id || r.events.len() >= batch)
                     {

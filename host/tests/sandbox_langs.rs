@@ -135,14 +135,14 @@ fn sandboxed(fixture: &str, trapping: &[&str]) -> BTreeMap<String, String> {
 /// next batch, in a fresh instance, runs.
 fn escape_traps(module: &Module, fixture: &str, name: &str) {
     let escape = event(1, "Escape", &format!(r#"{{"attempt":"{name}"}}"#));
-    let (_, out) = module.handle(Box::new(NoRows), &[escape]);
+    let (_, out) = module.handle(Box::new(NoRows), &[&escape]);
     match out {
         Err(CallError::Trap(msg)) => {
             assert!(msg.contains("unreachable"), "{fixture} {name}: {msg}")
         }
         other => panic!("{fixture} {name}: expected a trap, got {other:?}"),
     }
-    let (_, out) = module.handle(Box::new(NoRows), &[event(2, "Probe", "{}")]);
+    let (_, out) = module.handle(Box::new(NoRows), &[&event(2, "Probe", "{}")]);
     let ops = out.unwrap_or_else(|e| panic!("{fixture} after {name}: {e}"));
     assert!(
         ops.iter().all(|op| matches!(op, Op::Upsert(_))) && ops.len() > 5,

@@ -88,7 +88,7 @@ pub fn survey(source: &str, limit: Option<u64>) -> Result<Survey> {
             }
             Err(SourceError::Failed(e)) => return Err(e),
         };
-        for e in buf.as_slice() {
+        for e in buf.iter() {
             if limit.is_some_and(|l| out.events >= l) {
                 break 'read;
             }

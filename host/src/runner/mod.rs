@@ -373,20 +373,21 @@ impl Runner {
             events: o.checkpoint.events + read.read,
         };
         o.db.begin()?;
-        let outcome = match self.process(&mut o.db, o.events.as_slice(), next) {
+        let events = o.events.refs();
+        let outcome = match self.process(&mut o.db, &events, next) {
             Err(fault)
                 if self.policy != ErrorPolicy::Stop
                     && !matches!(fault, Fault::Ops(OpError::Sql(_))) =>
             {
                 tracing::warn!(projection = %self.name(), "batch failed ({fault}); retrying it event by event");
-                self.isolate(&mut o.db, o.events.as_slice(), next)
+                self.isolate(&mut o.db, &events, next)
             }
             other => other,
         };
         let ops = match outcome {
             Ok(ops) => ops,
             Err(fault) => {
-                let (event, fault) = self.locate(&mut o.db, fault, o.events.as_slice(), next);
+                let (event, fault) = self.locate(&mut o.db, fault, &events, next);
                 let batch = format!(
                     "in the batch of {} events after position {}",
                     o.events.len(),
@@ -413,13 +414,13 @@ impl Runner {
             .events_handled
             .fetch_add(o.events.len() as u64, Ordering::Relaxed);
         self.stats
-            .count_matches(o.events.as_slice(), &self.module.schema().stream_prefixes);
+            .count_matches(&events, &self.module.schema().stream_prefixes);
         self.stats
             .ops_written
             .fetch_add(ops as u64, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats.record_batch(started.elapsed());
-        if let Some(e) = o.events.as_slice().last() {
+        if let Some(e) = events.last() {
             self.stats
                 .last_created_ms
                 .store(e.created_ms, Ordering::Relaxed);
@@ -447,7 +448,7 @@ impl Runner {
         &self,
         db: &mut ProjectionDb,
         fault: Fault,
-        events: &[Event],
+        events: &[&Event],
         next: Checkpoint,
     ) -> (Option<String>, Fault) {
         if let Fault::Module(e) = &fault
@@ -516,7 +517,6 @@ impl Runner {
             return (read, None);
         }
         let keep = events
-            .as_slice()
             .iter()
             .take_while(|e| e.position.commit <= until)
             .count();
@@ -545,7 +545,7 @@ impl Runner {
     fn isolate(
         &self,
         db: &mut ProjectionDb,
-        events: &[Event],
+        events: &[&Event],
         next: Checkpoint,
     ) -> Result<usize, Fault> {
         let mut written = 0;
@@ -556,7 +556,7 @@ impl Runner {
                 Err(Fault::Ops(OpError::Sql(e))) => return Err(Fault::Ops(OpError::Sql(e))),
                 Err(fault) => {
                     let error = format!("{} {}", describe_event(event), fault);
-                    self.record_failure(db, event.position, Some(event), &error)
+                    self.record_failure(db, event.position, Some(*event), &error)
                         .map_err(|e| Fault::Record(format!("{e:#}")))?;
                 }
             }
@@ -590,7 +590,7 @@ impl Runner {
     fn process(
         &self,
         db: &mut ProjectionDb,
-        events: &[Event],
+        events: &[&Event],
         next: Checkpoint,
     ) -> Result<usize, Fault> {
         let ops = if events.is_empty() {

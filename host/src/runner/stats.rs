@@ -84,7 +84,7 @@ impl Stats {
     }
 
     /// Count a batch of handled events by type and by declared stream prefix.
-    pub fn count_matches(&self, events: &[crate::wit::Event], prefixes: &[String]) {
+    pub fn count_matches(&self, events: &[&crate::wit::Event], prefixes: &[String]) {
         let mut types = self.matched_types.lock().unwrap_or_else(|e| e.into_inner());
         let mut per_prefix = self
             .matched_prefixes

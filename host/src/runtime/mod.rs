@@ -315,10 +315,14 @@ impl Exports {
     fn handle(
         &self,
         store: &mut Store<HostState>,
-        events: &[Event],
+        events: &[&Event],
     ) -> wasmtime::Result<Result<Vec<Op>, HandleError>> {
         match self {
-            Exports::V0_1(p) => p.call_handle(store, events),
+            // 0.1 lowers a list of records: it needs them side by side.
+            Exports::V0_1(p) => {
+                let events: Vec<Event> = events.iter().map(|&e| e.clone()).collect();
+                p.call_handle(store, &events)
+            }
             Exports::V0_2(p) => {
                 let out = PACKED.with_borrow_mut(|packed| {
                     since_v0_2::pack(events, packed);
@@ -412,7 +416,7 @@ impl Module {
     pub fn handle(
         &self,
         reader: Box<dyn RowReader>,
-        events: &[Event],
+        events: &[&Event],
     ) -> (CallStats, Result<Vec<Op>, CallError>) {
         let (mut state, fuel_used, out) = self.code.call(
             Some(reader),

@@ -1,6 +1,10 @@
 //! One ingest per source: the host reads and parses each event once and hands shared,
 //! immutable chunks of events to every runner that reads at the head.
 //!
+//! Runners are lent the events their interests match ([`EventBuffer::lend`]), not given
+//! copies: a batch holds the chunks it takes events from until the runner is done with
+//! it, and a chunk's events go back to the hub's pool when its last holder lets go.
+//!
 //! A runner's [`SharedSource`] joins the source's [`Hub`] at its checkpoint when the hub
 //! still holds that position (or opens the hub's source there when nobody reads);
 //! otherwise it reads on its own (a new projection, a rebuild, a replay) and joins once
@@ -18,7 +22,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use super::{BadEvent, Budget, EventBuffer, EventSource, Filter, Progress, ReadBatch, SourceError};
+use super::{
+    BadEvent, Budget, EventBuffer, EventSource, Filter, Lent, Progress, ReadBatch, SourceError,
+};
 use crate::wit::{Event, Position};
 
 /// Events per chunk.
@@ -51,6 +57,40 @@ struct Chunk {
     /// The source's progress after this chunk (its own unit: bytes, positions).
     done: u64,
     error: Option<ChunkError>,
+    /// Where its events go when the last holder (the hub, or a runner's batch it lent
+    /// them to) lets go.
+    pool: Arc<Pool>,
+}
+
+impl AsRef<[Event]> for Chunk {
+    fn as_ref(&self) -> &[Event] {
+        &self.events
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        self.pool.give(std::mem::take(&mut self.events));
+    }
+}
+
+/// Events of chunks nobody holds any more, reused (their strings and buffers too), so
+/// steady-state reading allocates little.
+#[derive(Default)]
+struct Pool(Mutex<Vec<Vec<Event>>>);
+
+impl Pool {
+    fn give(&self, events: Vec<Event>) {
+        let mut pool = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < POOL && events.capacity() > 0 {
+            pool.push(events);
+        }
+    }
+
+    fn take(&self) -> Vec<Event> {
+        let mut pool = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        pool.pop().unwrap_or_default()
+    }
 }
 
 /// Where a member reads next: chunk `seq`, event `index` in it.
@@ -82,9 +122,6 @@ struct State {
     /// Since when a member at the head has waited for the slowest, and the chunk the
     /// slowest was at then (the wait restarts when it moves).
     blocked: Option<(u64, Instant)>,
-    /// Events of chunks nobody holds any more, reused (their strings and buffers too)
-    /// so steady-state reading allocates little.
-    pool: Vec<Vec<Event>>,
     /// The source's known total (for progress).
     total: u64,
 }
@@ -103,6 +140,7 @@ pub struct Hub {
     retry: super::esdb::RetrySettings,
     state: Mutex<State>,
     changed: Condvar,
+    pool: Arc<Pool>,
 }
 
 /// `a <= b` for positions where None is before everything.
@@ -142,10 +180,10 @@ impl Hub {
                 members: HashMap::new(),
                 next_member: 0,
                 blocked: None,
-                pool: Vec::new(),
                 total: 0,
             }),
             changed: Condvar::new(),
+            pool: Arc::default(),
         });
         hubs.insert(k, Arc::downgrade(&hub));
         hub
@@ -244,7 +282,7 @@ impl Hub {
             return s;
         };
         s.busy = true;
-        let mut buf = EventBuffer::reuse(s.pool.pop().unwrap_or_default());
+        let mut buf = EventBuffer::reuse(self.pool.take());
         drop(s);
         let read = source.read_batch(&mut buf, CHUNK, wait);
         let progress = source.progress();
@@ -284,6 +322,7 @@ impl Hub {
             last: chunk_last,
             done: progress.done,
             error,
+            pool: Arc::clone(&self.pool),
         };
         add(&mut s, chunk);
         self.changed.notify_all();
@@ -300,11 +339,8 @@ fn add(s: &mut State, chunk: Chunk) {
     s.chunks.push_back(Arc::new(chunk));
     let keep_from = slowest(s).saturating_sub(HISTORY);
     while s.chunks.front().is_some_and(|c| c.seq < keep_from) {
-        if let Some(Ok(chunk)) = s.chunks.pop_front().map(Arc::try_unwrap)
-            && s.pool.len() < POOL
-        {
-            s.pool.push(chunk.events);
-        }
+        // Its events go back to the pool when the last batch holding them lets go.
+        s.chunks.pop_front();
     }
 }
 
@@ -437,6 +473,7 @@ impl SharedSource {
             let Some(chunk) = chunk else {
                 return Ok((batch, cursor, false));
             };
+            let lent: Lent = chunk.clone();
             while cursor.index < chunk.events.len() {
                 if !budget.more(out, &batch) {
                     return Ok((batch, cursor, false));
@@ -446,7 +483,7 @@ impl SharedSource {
                 batch.read += 1;
                 batch.last = Some(e.position);
                 if self.filter.matches(&e.stream_id, &e.event_type) {
-                    copy(out.next_slot(), e);
+                    out.lend(&lent, cursor.index - 1);
                 }
             }
             cursor = Cursor {
@@ -484,19 +521,6 @@ impl SharedSource {
             }
         }
     }
-}
-
-/// Copy a shared event into a reused slot (keeping the slot's allocations).
-fn copy(slot: &mut Event, e: &Event) {
-    slot.stream_id.clone_from(&e.stream_id);
-    slot.event_type.clone_from(&e.event_type);
-    slot.event_id.clone_from(&e.event_id);
-    slot.revision = e.revision;
-    slot.position = e.position;
-    slot.created_ms = e.created_ms;
-    slot.content_type.clone_from(&e.content_type);
-    slot.data.clone_from(&e.data);
-    slot.metadata.clone_from(&e.metadata);
 }
 
 impl EventSource for SharedSource {
@@ -572,5 +596,92 @@ impl Drop for SharedSource {
         if let Mode::Member { id, .. } = self.mode {
             self.hub.leave(id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::esdb::RetrySettings;
+
+    /// A file of `n` events, one line each, `data` naming its line.
+    fn file(n: usize) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("e.ndjson");
+        let text: String = (1..=n)
+            .map(|i| {
+                format!(
+                    "{{\"stream\":\"s-{}\",\"type\":\"T\",\"data\":{{\"line\":{i}}}}}\n",
+                    i % 7
+                )
+            })
+            .collect();
+        std::fs::write(&path, text).expect("write");
+        let spec = path.to_string_lossy().into_owned();
+        (dir, spec)
+    }
+
+    fn member(spec: &str) -> SharedSource {
+        SharedSource::open(
+            spec,
+            None,
+            Filter::everything(),
+            false,
+            &RetrySettings::default(),
+        )
+        .expect("open")
+    }
+
+    fn read(src: &mut SharedSource, buf: &mut EventBuffer, max: usize) -> ReadBatch {
+        buf.clear();
+        src.read_batch(buf, max, Duration::from_secs(5))
+            .expect("read")
+    }
+
+    fn line(e: &Event) -> String {
+        String::from_utf8_lossy(&e.data).into_owned()
+    }
+
+    #[test]
+    fn members_are_lent_the_same_events_not_copies() {
+        let (_dir, spec) = file(3000);
+        let (mut a, mut b) = (member(&spec), member(&spec));
+        let (mut from_a, mut from_b) = (EventBuffer::default(), EventBuffer::default());
+        read(&mut a, &mut from_a, 2500);
+        read(&mut b, &mut from_b, 2500);
+        assert!(a.is_shared() && b.is_shared());
+        assert_eq!((from_a.len(), from_b.len()), (2500, 2500));
+        for (i, (x, y)) in from_a.iter().zip(from_b.iter()).enumerate() {
+            assert!(std::ptr::eq(x, y), "event {i} was copied");
+            assert_eq!(x.position.commit, i as u64 + 1);
+            assert_eq!(line(x), format!("{{\"line\":{}}}", i + 1));
+        }
+    }
+
+    #[test]
+    fn lent_events_outlive_the_hub_trimming_them_and_then_go_back_to_its_pool() {
+        let n = CHUNK * (HISTORY as usize + 8);
+        let (_dir, spec) = file(n);
+        let mut a = member(&spec);
+        let (mut first, mut rest) = (EventBuffer::default(), EventBuffer::default());
+        read(&mut a, &mut first, CHUNK * 2);
+        // Read on far past the first chunks (the only member: the hub trims them).
+        let mut read_so_far = first.len();
+        while read_so_far < n {
+            read_so_far += read(&mut a, &mut rest, CHUNK * 4).read as usize;
+        }
+        let hub = Arc::clone(&a.hub);
+        let oldest = hub.lock().chunks.front().map(|c| c.seq);
+        assert!(oldest > Some(2), "the first chunks are trimmed: {oldest:?}");
+        // The batch still holds them, whole.
+        assert_eq!(first.len(), CHUNK * 2);
+        for (i, e) in first.iter().enumerate() {
+            assert_eq!(line(e), format!("{{\"line\":{}}}", i + 1));
+        }
+        let pooled = || hub.pool.0.lock().map(|p| p.len()).unwrap_or(0);
+        let before = pooled();
+        assert!(before < POOL, "the pool has room");
+        first.clear();
+        assert!(pooled() > before, "the trimmed chunks' events are reused");
     }
 }

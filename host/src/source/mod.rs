@@ -15,6 +15,7 @@ pub mod hub;
 pub mod ndjson;
 pub mod read_ahead;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -127,49 +128,104 @@ pub trait EventSource: Send {
     }
 }
 
-/// A batch of events whose strings and buffers are reused from batch to batch,
-/// so steady-state reading allocates nothing per event.
+/// Events a shared reader lends to every batch that matches them: immutable, and alive
+/// while any batch still holds them (a hub chunk's).
+pub type Lent = Arc<dyn AsRef<[Event]> + Send + Sync>;
+
+/// Where one event of a batch is.
+#[derive(Clone, Copy)]
+enum Slot {
+    /// In the buffer's own events.
+    Own(u32),
+    /// In lent events `lent[chunk]`, at `index`.
+    Lent { chunk: u32, index: u32 },
+}
+
+/// A batch of events: read into the buffer's own events (their strings and buffers are
+/// reused from batch to batch, so steady-state reading allocates nothing per event), or
+/// lent by the host's shared reader (no copy at all).
 #[derive(Default)]
 pub struct EventBuffer {
     events: Vec<Event>,
+    /// Own events in use.
     len: usize,
+    lent: Vec<Lent>,
+    /// The batch, in order.
+    order: Vec<Slot>,
 }
 
 impl EventBuffer {
-    /// Forget the events (keeping their allocations).
+    /// Forget the events (keeping own allocations, giving lent events back).
     pub fn clear(&mut self) {
         self.len = 0;
+        self.lent.clear();
+        self.order.clear();
     }
 
     /// Events in the batch.
     pub fn len(&self) -> usize {
-        self.len
+        self.order.len()
     }
 
     /// True when the batch holds no event.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.order.is_empty()
     }
 
     /// Keep only the first `len` events.
     pub fn truncate(&mut self, len: usize) {
-        self.len = self.len.min(len);
+        self.order.truncate(len);
     }
 
     /// A buffer over events given back (their allocations are reused; none is in it).
     pub fn reuse(events: Vec<Event>) -> EventBuffer {
-        EventBuffer { events, len: 0 }
+        EventBuffer {
+            events,
+            ..EventBuffer::default()
+        }
     }
 
-    /// The events, given away (for a chunk shared by several runners).
+    /// The buffer's own events, given away (for a chunk shared by several runners);
+    /// lent events are not among them.
     pub fn into_events(mut self) -> Vec<Event> {
         self.events.truncate(self.len);
         self.events
     }
 
-    /// The batch.
-    pub fn as_slice(&self) -> &[Event] {
-        &self.events[..self.len]
+    /// Event `i` of the batch.
+    pub fn get(&self, i: usize) -> Option<&Event> {
+        self.order.get(i).map(|&slot| self.at(slot))
+    }
+
+    fn at(&self, slot: Slot) -> &Event {
+        match slot {
+            Slot::Own(i) => &self.events[i as usize],
+            Slot::Lent { chunk, index } => {
+                &AsRef::<[Event]>::as_ref(&*self.lent[chunk as usize])[index as usize]
+            }
+        }
+    }
+
+    /// The batch's events, in order.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Event> + ExactSizeIterator {
+        self.order.iter().map(|&slot| self.at(slot))
+    }
+
+    /// The batch as a slice of references (what a module is called with).
+    pub fn refs(&self) -> Vec<&Event> {
+        self.iter().collect()
+    }
+
+    /// Add event `index` of `events` (lent, not copied).
+    pub fn lend(&mut self, events: &Lent, index: usize) {
+        let same = self.lent.last().is_some_and(|l| Arc::ptr_eq(l, events));
+        if !same {
+            self.lent.push(Arc::clone(events));
+        }
+        self.order.push(Slot::Lent {
+            chunk: (self.lent.len() - 1) as u32,
+            index: index as u32,
+        });
     }
 
     /// The next event to fill in: a recycled one (holding stale values) or a new one.
@@ -187,6 +243,7 @@ impl EventBuffer {
                 metadata: Vec::new(),
             });
         }
+        self.order.push(Slot::Own(self.len as u32));
         self.len += 1;
         &mut self.events[self.len - 1]
     }

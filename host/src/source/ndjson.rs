@@ -137,7 +137,7 @@ impl NdjsonSource {
                 );
             }
             let line = std::mem::take(&mut self.line);
-            let result = match serde_json::from_slice::<SkipLine>(&line) {
+            let result = match parse::<SkipLine>(&line) {
                 Ok(l) => {
                     self.next_revision(&l.stream, l.revision);
                     Ok(())
@@ -179,7 +179,7 @@ impl EventSource for NdjsonSource {
                 break;
             }
             let line = std::mem::take(&mut self.line);
-            let result = match serde_json::from_slice::<Line>(&line) {
+            let result = match parse::<Line>(&line) {
                 Ok(l) => self.event(l, out),
                 Err(e) => Err(self.malformed(e)),
             };
@@ -273,6 +273,13 @@ impl NdjsonSource {
     }
 }
 
+/// One line's fields. The line is checked as UTF-8 once, whole: the JSON parser then
+/// takes its strings and raw values as they are, instead of checking each on its own.
+fn parse<'a, T: Deserialize<'a>>(line: &'a [u8]) -> Result<T, String> {
+    let text = std::str::from_utf8(line).map_err(|e| format!("not UTF-8: {e}"))?;
+    serde_json::from_str(text).map_err(|e| e.to_string())
+}
+
 /// Overwrite a reused string in place.
 fn replace(s: &mut String, with: &str) {
     s.clear();
@@ -285,7 +292,11 @@ mod tests {
     use crate::wit::Event;
     use std::time::Duration;
 
-    fn read_all(text: &str, from: Option<u64>, filter: Filter) -> anyhow::Result<Vec<Event>> {
+    fn read_all(
+        text: impl AsRef<[u8]>,
+        from: Option<u64>,
+        filter: Filter,
+    ) -> anyhow::Result<Vec<Event>> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("e.ndjson");
         std::fs::write(&path, text)?;
@@ -298,7 +309,7 @@ mod tests {
             .last
             .is_some()
         {
-            all.extend_from_slice(batch.as_slice());
+            all.extend(batch.iter().cloned());
             batch.clear();
         }
         Ok(all)
@@ -349,8 +360,20 @@ mod tests {
             ),
             ("[1,2", "expected a string"),
             ("{\"stream\":\"a\"", "EOF while parsing"),
+            (
+                "{\"stream\":\"a\",\"type\":\"T\",\"data\":\"\u{fffd}\"}",
+                "not UTF-8: invalid utf-8 sequence of 1 bytes from index 33",
+            ),
         ] {
-            let text = format!("{}\n{line}\n", r#"{"stream":"a","type":"T","data":1}"#);
+            // U+FFFD stands for a byte that is not UTF-8.
+            let line = line.replace('\u{fffd}', "\u{1}");
+            let line: Vec<u8> = line
+                .bytes()
+                .map(|b| if b == 1 { 0xff } else { b })
+                .collect();
+            let mut text = b"{\"stream\":\"a\",\"type\":\"T\",\"data\":1}\n".to_vec();
+            text.extend_from_slice(&line);
+            text.push(b'\n');
             let err = read_all(&text, None, Filter::default())
                 .unwrap_err()
                 .to_string();

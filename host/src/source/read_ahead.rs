@@ -214,11 +214,7 @@ mod tests {
             let r = src
                 .read_batch(buf, 7, Duration::from_millis(50))
                 .expect("read");
-            seen.extend(
-                buf.as_slice()
-                    .iter()
-                    .map(|e| (e.position.commit, e.data.clone())),
-            );
+            seen.extend(buf.iter().map(|e| (e.position.commit, e.data.clone())));
             if r.at_end {
                 return seen;
             }
@@ -257,7 +253,6 @@ mod tests {
             "catching up: reading ahead"
         );
         let mut more: Vec<_> = b2
-            .as_slice()
             .iter()
             .map(|e| (e.position.commit, e.data.clone()))
             .collect();

@@ -19,7 +19,7 @@ wasmtime::component::bindgen!({
 });
 
 /// Pack `events` into `out` (cleared first) in the layout `wit/v0.2` documents.
-pub fn pack(events: &[Event], out: &mut Vec<u8>) {
+pub fn pack(events: &[&Event], out: &mut Vec<u8>) {
     out.clear();
     out.extend_from_slice(&(events.len() as u32).to_le_bytes());
     for e in events {
@@ -177,7 +177,7 @@ mod tests {
             metadata: Vec::new(),
         };
         let mut out = vec![0xff; 3]; // cleared first
-        pack(&[e.clone(), e], &mut out);
+        pack(&[&e.clone(), &e], &mut out);
         let u32_at = |i: usize| u32::from_le_bytes(out[i..i + 4].try_into().unwrap());
         let u64_at = |i: usize| u64::from_le_bytes(out[i..i + 8].try_into().unwrap());
         assert_eq!(u32_at(0), 2);
