@@ -90,12 +90,16 @@ pub trait EventExt {
 
 impl EventExt for Event {
     fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_slice(&self.data).map_err(|e| {
+        let invalid = |e: &dyn std::fmt::Display| {
             Error(format!(
                 "invalid data in {} event {} on stream {}: {e}",
                 self.event_type, self.event_id, self.stream_id
             ))
-        })
+        };
+        // Checked as UTF-8 once, whole: the parser then takes each string as it is
+        // instead of checking it again.
+        let text = std::str::from_utf8(&self.data).map_err(|e| invalid(&e))?;
+        serde_json::from_str(text).map_err(|e| invalid(&e))
     }
 }
 
@@ -212,5 +216,52 @@ pub mod __private {
                 crate::log(crate::Level::Error, &format!("panic: {info}"));
             }))
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct Payload {
+        name: String,
+        n: i64,
+    }
+
+    fn event(data: &[u8]) -> Event {
+        let mut e = batch::empty_event();
+        e.event_type = "Named".into();
+        e.event_id = "e-1".into();
+        e.stream_id = "s-1".into();
+        e.data = data.to_vec();
+        e
+    }
+
+    #[test]
+    fn json_decodes_the_data_and_names_the_event_when_it_cannot() {
+        let ok: Payload = event(br#"{"name":"caf\u00e9 \u00e9","n":3}"#)
+            .json()
+            .expect("decodes");
+        assert_eq!(
+            ok,
+            Payload {
+                name: "café é".into(),
+                n: 3
+            }
+        );
+        let not_json = event(br#"{"name":1}"#).json::<Payload>().unwrap_err().0;
+        assert!(
+            not_json.starts_with("invalid data in Named event e-1 on stream s-1: invalid type"),
+            "{not_json}"
+        );
+        let not_utf8 = event(b"{\"name\":\"\xff\",\"n\":1}")
+            .json::<Payload>()
+            .unwrap_err()
+            .0;
+        assert!(
+            not_utf8.contains("on stream s-1: invalid utf-8 sequence of 1 bytes from index 9"),
+            "{not_utf8}"
+        );
     }
 }
