@@ -296,9 +296,20 @@ impl Registry {
 
     /// Load every module in the folder now (on this thread) and start their runners.
     pub fn load_all(&mut self) -> Result<()> {
-        for (path, _) in self.watcher.initial()? {
-            let loaded = load(&self.runtime, &path);
-            self.apply(path, loaded)?;
+        // Every module is compiled before any runner starts: runners that start together
+        // share one reader from their checkpoint on, where runners started one by one, as
+        // each module compiled, would each read on their own until they caught up.
+        let loaded: Vec<_> = self
+            .watcher
+            .initial()?
+            .into_iter()
+            .map(|(path, _)| {
+                let module = load(&self.runtime, &path);
+                (path, module)
+            })
+            .collect();
+        for (path, module) in loaded {
+            self.apply(path, module)?;
         }
         Ok(())
     }

@@ -302,6 +302,22 @@ enum Exports {
 thread_local! {
     /// The packed batch of a 0.2 call, reused by each runner thread.
     static PACKED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The batch of a 0.1 call, copied side by side; reused by each runner thread.
+    static SIDE_BY_SIDE: std::cell::RefCell<Vec<Event>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Copy `e` into a reused slot, keeping the slot's allocations (a derived `clone_from`
+/// would allocate anew).
+fn copy_event(slot: &mut Event, e: &Event) {
+    slot.stream_id.clone_from(&e.stream_id);
+    slot.event_type.clone_from(&e.event_type);
+    slot.event_id.clone_from(&e.event_id);
+    slot.revision = e.revision;
+    slot.position = e.position;
+    slot.created_ms = e.created_ms;
+    slot.content_type.clone_from(&e.content_type);
+    slot.data.clone_from(&e.data);
+    slot.metadata.clone_from(&e.metadata);
 }
 
 impl Exports {
@@ -318,11 +334,17 @@ impl Exports {
         events: &[&Event],
     ) -> wasmtime::Result<Result<Vec<Op>, HandleError>> {
         match self {
-            // 0.1 lowers a list of records: it needs them side by side.
-            Exports::V0_1(p) => {
-                let events: Vec<Event> = events.iter().map(|&e| e.clone()).collect();
-                p.call_handle(store, &events)
-            }
+            // 0.1 lowers a list of records: it needs them side by side, copied into
+            // events kept from batch to batch (their strings and buffers reused).
+            Exports::V0_1(p) => SIDE_BY_SIDE.with_borrow_mut(|owned| {
+                owned.truncate(events.len());
+                for (slot, e) in owned.iter_mut().zip(events.iter()) {
+                    copy_event(slot, e);
+                }
+                let have = owned.len();
+                owned.extend(events[have..].iter().map(|&e| e.clone()));
+                p.call_handle(store, owned)
+            }),
             Exports::V0_2(p) => {
                 let out = PACKED.with_borrow_mut(|packed| {
                     since_v0_2::pack(events, packed);
