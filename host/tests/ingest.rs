@@ -63,6 +63,46 @@ fn projections_at_the_head_share_one_subscription() {
 }
 
 #[test]
+fn every_module_is_compiled_before_any_runner_starts() {
+    // Runners started one by one, as each module compiled, would find the first ones far
+    // ahead (out of the shared reader's reach) and read on their own until caught up.
+    let dir = tempfile::tempdir().unwrap();
+    shop_events(&dir.path().join("events.ndjson"), 8, 2_000);
+    let m = modules(dir.path(), &["customer-stats", "noop", "order-summary"]);
+    let cfg = dir.path().join("projector.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "source = \"events.ndjson\"\ndata = \"data\"\nmodules = {:?}\n[http]\nlisten = \"\"\n",
+            m.to_string_lossy()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_projector"))
+        .args(["run", "--once", "--config"])
+        .arg(&cfg)
+        .env("NO_COLOR", "1")
+        // An empty compile cache: each module takes a while to compile.
+        .env("PROJECTOR_CACHE", dir.path().join("cache"))
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let lines: Vec<&str> = log.lines().collect();
+    let loaded: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].contains("loaded module="))
+        .collect();
+    let started: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].contains("started projection="))
+        .collect();
+    assert_eq!((loaded.len(), started.len()), (3, 3), "{log}");
+    assert!(
+        loaded[2] < started[0],
+        "a runner started before the last module loaded:\n{log}"
+    );
+}
+
+#[test]
 fn a_new_projection_catches_up_on_its_own_then_joins_the_shared_reader() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.ndjson");
