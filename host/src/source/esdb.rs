@@ -8,6 +8,7 @@
 //! and nothing is delivered twice — with exponential backoff and jitter, logging each
 //! attempt, and gives up after `max_attempts` failures in a row.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -255,7 +256,8 @@ fn fill(out: &mut EventBuffer, e: &kurrentdb::RecordedEvent, position: Position)
     slot.event_type.clear();
     slot.event_type.push_str(&e.event_type);
     slot.event_id.clear();
-    slot.event_id.push_str(&e.id.to_string());
+    // Formatted into the reused string: no allocation per event.
+    let _ = write!(slot.event_id, "{}", e.id);
     slot.revision = e.revision;
     slot.position = position;
     // The server sends .NET ticks (100 ns) since the Unix epoch; the client's own
