@@ -303,12 +303,9 @@ impl Registry {
             .watcher
             .initial()?
             .into_iter()
-            .map(|(path, _)| {
-                let module = load(&self.runtime, &path);
-                (path, module)
-            })
+            .map(|(path, _)| (load(&self.runtime, &path), path))
             .collect();
-        for (path, module) in loaded {
+        for (module, path) in loaded {
             self.apply(path, module)?;
         }
         Ok(())

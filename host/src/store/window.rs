@@ -51,9 +51,9 @@ pub(crate) struct Window {
 /// build, taken at its first write): a key it has never seen is in no table, so `get`
 /// answers "no row" without asking SQLite. A new build's rows are mostly new (an
 /// `OrderCreated` looks its order up first), and a lookup that misses costs SQLite a
-/// B-tree descent. A false positive
-/// only means asking SQLite; a filter never forgets a key (deletes and undone batches
-/// leave theirs in), so it never says "no row" for a row that is there.
+/// B-tree descent. A false positive only means asking SQLite; a filter never forgets a
+/// key (deletes and undone batches leave theirs in), so it never says "no row" for a row
+/// that is there.
 #[derive(Debug, Clone, Default)]
 struct Written(Vec<u64>);
 
