@@ -14,10 +14,10 @@ mod ctx;
 mod manifest;
 mod value;
 
-/// Every batch runs in a fresh instance: bump allocation, nothing reused (see `alloc`).
+/// Every batch runs in a fresh instance: size classes, never given back (see `alloc`).
 #[cfg(target_arch = "wasm32")]
 #[global_allocator]
-static ALLOCATOR: alloc::Bump = alloc::Bump::new();
+static ALLOCATOR: alloc::SizeClasses = alloc::SizeClasses::new();
 
 pub use ctx::{Ctx, Row};
 pub use manifest::{Manifest, Table};
