@@ -90,6 +90,8 @@ impl TableInfo {
 #[derive(Debug, Clone)]
 pub struct Row {
     table: usize,
+    /// The overlay entry the row was read from, so saving it back needs no lookup.
+    slot: Option<usize>,
     columns: &'static [(String, Kind, bool)],
     by_name: &'static FxHashMap<String, usize>,
     values: Vec<Value>,
@@ -240,10 +242,11 @@ impl Ctx {
         (i, true)
     }
 
-    fn row(&self, table: usize, values: Vec<Value>) -> Row {
+    fn row(&self, table: usize, slot: Option<usize>, values: Vec<Value>) -> Row {
         let info = self.info(table);
         Row {
             table,
+            slot,
             columns: &info.columns,
             by_name: &info.by_name,
             values,
@@ -278,7 +281,7 @@ impl Ctx {
                 }
             }
         };
-        Ok(current.map(|values| self.row(t, values)))
+        Ok(current.map(|values| self.row(t, Some(i), values)))
     }
 
     /// Insert or replace a whole row: one value per declared column, in order.
@@ -300,8 +303,16 @@ impl Ctx {
 
     /// Write back a row obtained from [`Ctx::get`] (or built with [`Ctx::new_row`]).
     pub fn save(&mut self, row: Row) -> Result<()> {
-        let name = &self.info(row.table).name;
-        self.upsert(name, row.values)
+        let info = self.info(row.table);
+        if let Some(entry) = row.slot.map(|i| &mut self.entries[i]) {
+            // Straight back into the entry it came from, unless its key was changed.
+            let same = |(&c, k): (&usize, &Value)| same_key(&row.values[c], k);
+            if entry.table == row.table && info.primary_key.iter().zip(&entry.key).all(same) {
+                entry.state = State::Row(row.values);
+                return Ok(());
+            }
+        }
+        self.upsert(&info.name, row.values)
     }
 
     /// A row of `table` with this key and every other column at its default.
@@ -309,7 +320,7 @@ impl Ctx {
         let t = self.schema.table(table)?;
         let key = key.into_key().0;
         self.check_key(t, &key)?;
-        Ok(self.row(t, self.info(t).default_row(&key)))
+        Ok(self.row(t, None, self.info(t).default_row(&key)))
     }
 
     /// Delete a row by primary key.
@@ -396,6 +407,18 @@ impl Ctx {
                 }
             })
             .collect()
+    }
+}
+
+/// Whether two key values are one key: what `Value::encode_into` tells apart.
+fn same_key(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Null, Value::Null) => true,
+        (Value::Integer(x), Value::Integer(y)) => x == y,
+        (Value::Real(x), Value::Real(y)) => x.to_bits() == y.to_bits(),
+        (Value::Text(x), Value::Text(y)) => x == y,
+        (Value::Blob(x), Value::Blob(y)) => x == y,
+        _ => false,
     }
 }
 
@@ -505,5 +528,39 @@ mod tests {
             5
         );
         assert!(ctx.get("nope", "x").is_err(), "undeclared table");
+    }
+
+    /// A row saved back goes to the entry it was read from; one whose key column was
+    /// changed is a new row, and the row it was read from stays as stored.
+    #[test]
+    fn a_saved_row_whose_key_changed_is_a_new_row() {
+        let mut ctx = Ctx::with_base(schema(), stored);
+        let mut row = ctx.get("orders", "stored").unwrap().expect("stored row");
+        row.add("n", 1);
+        ctx.save(row.clone()).unwrap();
+        assert_eq!(
+            ctx.get("orders", "stored").unwrap().expect("row").int("n"),
+            11
+        );
+        row.set("id", "copy").add("n", 1);
+        ctx.save(row).unwrap();
+        assert_eq!(
+            ctx.get("orders", "stored").unwrap().expect("row").int("n"),
+            11
+        );
+        assert_eq!(
+            ctx.get("orders", "copy").unwrap().expect("row").int("n"),
+            12
+        );
+        let ops = ops(ctx);
+        assert_eq!(ops.len(), 2, "{ops:?}");
+        assert!(
+            ops[0].contains("\"stored\"") && ops[0].contains("Integer(11)"),
+            "{ops:?}"
+        );
+        assert!(
+            ops[1].contains("\"copy\"") && ops[1].contains("Integer(12)"),
+            "{ops:?}"
+        );
     }
 }
