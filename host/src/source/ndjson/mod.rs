@@ -17,6 +17,9 @@ use serde_json::value::RawValue;
 use super::{BadEvent, Budget, EventBuffer, EventSource, Filter, Progress, ReadBatch, SourceError};
 use crate::wit::Position;
 
+mod scan;
+
+/// An event line as `serde_json` reads it (the slow path; see [`scan`]).
 #[derive(Deserialize)]
 struct Line<'a> {
     #[serde(borrow)]
@@ -42,6 +45,69 @@ struct SkipLine<'a> {
     stream: Cow<'a, str>,
     #[serde(default)]
     revision: Option<u64>,
+}
+
+/// An event line's fields, however they were read (JSON values as their raw text).
+struct Parsed<'a> {
+    stream: Cow<'a, str>,
+    event_type: Cow<'a, str>,
+    data: &'a str,
+    id: Option<Cow<'a, str>>,
+    metadata: Option<&'a str>,
+    created: Option<&'a str>,
+    revision: Option<u64>,
+}
+
+/// One line's fields: the fast scan when the line has the common shape, else
+/// `serde_json` (which also names what is wrong with a bad line). The line is checked
+/// as UTF-8 once, whole: neither then checks its strings on their own.
+fn parse_line(line: &[u8]) -> Result<Parsed<'_>, String> {
+    let text = std::str::from_utf8(line).map_err(|e| format!("not UTF-8: {e}"))?;
+    if let Some(scan::Fields {
+        stream: Some(stream),
+        event_type: Some(event_type),
+        data: Some(data),
+        id,
+        metadata,
+        created,
+        revision,
+    }) = scan::scan(text)
+    {
+        return Ok(Parsed {
+            stream: Cow::Borrowed(stream),
+            event_type: Cow::Borrowed(event_type),
+            data,
+            id: id.map(Cow::Borrowed),
+            metadata,
+            created,
+            revision,
+        });
+    }
+    let l: Line = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    Ok(Parsed {
+        stream: l.stream,
+        event_type: l.event_type,
+        data: l.data.get(),
+        id: l.id,
+        metadata: l.metadata.map(RawValue::get),
+        created: l.created.map(RawValue::get),
+        revision: l.revision,
+    })
+}
+
+/// A skipped line's stream and revision, read as [`parse_line`] reads them.
+fn parse_skipped(line: &[u8]) -> Result<(Cow<'_, str>, Option<u64>), String> {
+    let text = std::str::from_utf8(line).map_err(|e| format!("not UTF-8: {e}"))?;
+    if let Some(scan::Fields {
+        stream: Some(stream),
+        revision,
+        ..
+    }) = scan::scan(text)
+    {
+        return Ok((Cow::Borrowed(stream), revision));
+    }
+    let l: SkipLine = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    Ok((l.stream, l.revision))
 }
 
 /// Reads an NDJSON event file from a position, optionally following it as it grows.
@@ -137,9 +203,9 @@ impl NdjsonSource {
                 );
             }
             let line = std::mem::take(&mut self.line);
-            let result = match parse::<SkipLine>(&line) {
-                Ok(l) => {
-                    self.next_revision(&l.stream, l.revision);
+            let result = match parse_skipped(&line) {
+                Ok((stream, revision)) => {
+                    self.next_revision(&stream, revision);
                     Ok(())
                 }
                 Err(e) => Err(self.malformed(e)),
@@ -179,7 +245,7 @@ impl EventSource for NdjsonSource {
                 break;
             }
             let line = std::mem::take(&mut self.line);
-            let result = match parse::<Line>(&line) {
+            let result = match parse_line(&line) {
                 Ok(l) => self.event(l, out),
                 Err(e) => Err(self.malformed(e)),
             };
@@ -232,7 +298,7 @@ impl NdjsonSource {
             .unwrap_or(0))
     }
 
-    fn event(&mut self, l: Line<'_>, out: &mut EventBuffer) -> Result<(), BadEvent> {
+    fn event(&mut self, l: Parsed<'_>, out: &mut EventBuffer) -> Result<(), BadEvent> {
         if l.stream.is_empty() {
             return Err(self.malformed("`stream` is empty"));
         }
@@ -245,7 +311,7 @@ impl NdjsonSource {
         }
         let created_ms = match l.created {
             None => 0,
-            Some(raw) => self.created_ms(raw.get())?,
+            Some(raw) => self.created_ms(raw)?,
         };
         let line = self.line_no;
         let e = out.next_slot();
@@ -264,20 +330,13 @@ impl NdjsonSource {
         e.created_ms = created_ms;
         replace(&mut e.content_type, "application/json");
         e.data.clear();
-        e.data.extend_from_slice(l.data.get().as_bytes());
+        e.data.extend_from_slice(l.data.as_bytes());
         e.metadata.clear();
         if let Some(m) = l.metadata {
-            e.metadata.extend_from_slice(m.get().as_bytes());
+            e.metadata.extend_from_slice(m.as_bytes());
         }
         Ok(())
     }
-}
-
-/// One line's fields. The line is checked as UTF-8 once, whole: the JSON parser then
-/// takes its strings and raw values as they are, instead of checking each on its own.
-fn parse<'a, T: Deserialize<'a>>(line: &'a [u8]) -> Result<T, String> {
-    let text = std::str::from_utf8(line).map_err(|e| format!("not UTF-8: {e}"))?;
-    serde_json::from_str(text).map_err(|e| e.to_string())
 }
 
 /// Overwrite a reused string in place.
@@ -375,6 +434,115 @@ mod tests {
                 err.contains("e.ndjson:2: malformed event") && err.contains(reason),
                 "{err}"
             );
+        }
+    }
+
+    /// A line's fields as owned values, to compare the two readings.
+    type Owned = (
+        String,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<u64>,
+    );
+
+    fn owned(p: &Parsed<'_>) -> Owned {
+        (
+            p.stream.to_string(),
+            p.event_type.to_string(),
+            p.data.to_string(),
+            p.id.as_ref().map(|s| s.to_string()),
+            p.metadata.map(str::to_string),
+            p.created.map(str::to_string),
+            p.revision,
+        )
+    }
+
+    /// Whatever the fast scan reads, serde_json reads the same from the same line (so
+    /// every line it refuses, the scan leaves to it).
+    fn agrees(line: &[u8]) {
+        let Ok(text) = std::str::from_utf8(line) else {
+            return;
+        };
+        let Some(fast) = scan::scan(text) else {
+            return;
+        };
+        if let Some(stream) = fast.stream {
+            let slow: SkipLine = serde_json::from_str(text)
+                .unwrap_or_else(|e| panic!("the scan read what serde_json refuses ({e}): {text}"));
+            assert_eq!(
+                (slow.stream.as_ref(), slow.revision),
+                (stream, fast.revision),
+                "{text}"
+            );
+        }
+        let Ok(parsed) = parse_line(line) else {
+            assert!(fast.stream.is_none() || fast.event_type.is_none() || fast.data.is_none());
+            return;
+        };
+        let slow: Line = serde_json::from_str(text)
+            .unwrap_or_else(|e| panic!("the scan read what serde_json refuses ({e}): {text}"));
+        let slow = Parsed {
+            stream: slow.stream,
+            event_type: slow.event_type,
+            data: slow.data.get(),
+            id: slow.id,
+            metadata: slow.metadata.map(RawValue::get),
+            created: slow.created.map(RawValue::get),
+            revision: slow.revision,
+        };
+        assert_eq!(owned(&parsed), owned(&slow), "{text}");
+    }
+
+    #[test]
+    fn the_fast_scan_reads_lines_exactly_as_serde_json_does() {
+        let lines: [&[u8]; 8] = [
+            br#"{"created":1700000000014,"data":{"customerId":"U31399","items":[{"priceCents":15962,"productId":"P264","quantity":1}],"orderId":"O1"},"id":"0000002a-0000-4000-8000-000000000000","metadata":{"correlationId":"corr-0"},"stream":"order-1","type":"OrderCreated"}"#,
+            br#" { "stream" : "a" , "type":"T", "data": [1, -2.5e+3, 0.0, true, false, null, "x", {}, []], "revision": 7 } "#,
+            br#"{"stream":"a","type":"T","data":null,"id":null,"metadata":null,"created":null,"revision":null}"#,
+            br#"{"stream":"a","type":"T","data":"caf\u00e9","extra":{"deep":[[[{"k":"v"}]]]},"created":"2024-01-02T03:04:05Z"}"#,
+            br#"{"stream":"a\"b","type":"T","data":1}"#,
+            "{\"stream\":\"é\",\"type\":\"T\",\"data\":\"ü\"}".as_bytes(),
+            br#"{"stream":"a","type":"T","data":1,"stream":"b"}"#,
+            br#"{"stream":"a","type":"T","data":1,"revision":18446744073709551615}"#,
+        ];
+        // The common shape is read by the scan, not handed on.
+        for line in &lines[..3] {
+            let text = std::str::from_utf8(line).unwrap();
+            assert!(scan::scan(text).is_some_and(|f| f.data.is_some()), "{text}");
+        }
+        // Each line, then each mutated at random (a byte replaced by one that matters
+        // to JSON, removed, or inserted), read both ways.
+        let alphabet = b"\"{}[]:,-+.0123456789eEntfalsru \t\r\n\x01\\/x";
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rand = |n: usize| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize % n
+        };
+        for line in lines {
+            agrees(line);
+            for _ in 0..3000 {
+                let mut m = line.to_vec();
+                for _ in 0..1 + rand(3) {
+                    let at = rand(m.len());
+                    let c = alphabet[rand(alphabet.len())];
+                    match rand(3) {
+                        0 => m[at] = c,
+                        1 => {
+                            m.remove(at);
+                        }
+                        _ => m.insert(at, c),
+                    }
+                    if m.is_empty() {
+                        break;
+                    }
+                }
+                agrees(&m);
+            }
         }
     }
 
