@@ -104,15 +104,15 @@ impl<'a> Deserializer<'a> {
         }
         let start = self.i;
         let mut n: u64 = 0;
+        // Plain arithmetic: 19 digits cannot overflow a u64 (a checked multiply costs a
+        // 128-bit one in wasm32); longer integers are left to serde_json.
         while let Some(d @ b'0'..=b'9') = self.b.get(self.i).copied() {
-            n = n
-                .checked_mul(10)
-                .and_then(|n| n.checked_add(u64::from(d - b'0')))
-                .ok_or(GiveUp)?;
+            n = n.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
             self.i += 1;
         }
         let digits = self.i - start;
         if digits == 0
+            || digits > 19
             || (digits > 1 && self.b[start] == b'0')
             || matches!(self.b.get(self.i), Some(b'.' | b'e' | b'E'))
         {
