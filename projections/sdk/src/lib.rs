@@ -85,7 +85,8 @@ pub trait Projection {
 
 /// Convenience methods on [`Event`].
 pub trait EventExt {
-    /// Deserialize the event's JSON data.
+    /// Deserialize the event's JSON data, exactly as `serde_json` reads it. Types may
+    /// borrow from it: a `Cow<str>` field with `#[serde(borrow)]` copies no text.
     fn json<'a, T: serde::Deserialize<'a>>(&'a self) -> Result<T>;
 }
 
