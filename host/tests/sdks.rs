@@ -1,5 +1,5 @@
 //! The guest SDKs' own tests, run on the host: the Rust SDK's overlay with its base reader
-//! injected (cargo test on the host target), the Python SDK under plain CPython, and the
+//! injected and `json-skim` (cargo test on the host target), the Python SDK under plain CPython, and the
 //! JavaScript SDK under node.
 
 mod common;
@@ -24,13 +24,15 @@ fn the_rust_sdk_overlay_reads_its_own_writes() {
     // A target dir of its own: this test runs inside a cargo that holds the outer one.
     let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("sdk-host");
     run(
-        "cargo test -p projector-sdk",
+        "cargo test -p projector-sdk -p json-skim",
         Command::new(env!("CARGO"))
             .args([
                 "test",
                 "--release",
                 "-p",
                 "projector-sdk",
+                "-p",
+                "json-skim",
                 "--manifest-path",
             ])
             .arg(repo.join("projections/Cargo.toml"))

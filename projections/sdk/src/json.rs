@@ -1,6 +1,7 @@
 //! The fast path of [`crate::EventExt::json`]: a serde deserializer for the common shape
 //! of event data (objects, arrays, strings without escapes, integers, booleans, null)
-//! that checks every value it skips as strictly as JSON does. Anything else (an escape,
+//! that checks every value it skips as strictly as JSON does (with `json-skim`, which
+//! the host's event-line scan shares). Anything else (an escape,
 //! a float, a type it does not serve, any error at all) makes it give up, and
 //! `serde_json` reads the data from the start and decides: so data is read exactly as
 //! `serde_json` reads it, and only the common shape is fast.
@@ -26,9 +27,6 @@ impl de::Error for GiveUp {
 }
 
 type R<T> = Result<T, GiveUp>;
-
-/// Nesting deeper than this is left to `serde_json` (whose own limit is 128).
-const MAX_DEPTH: u32 = 100;
 
 /// `T` from `text`, or [`GiveUp`].
 pub(crate) fn from_str<'a, T: de::Deserialize<'a>>(text: &'a str) -> R<T> {
@@ -68,31 +66,21 @@ impl<'a> Deserializer<'a> {
     }
 
     fn ws(&mut self) {
-        while matches!(self.b.get(self.i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            self.i += 1;
-        }
+        self.i = json_skim::ws(self.b, self.i);
     }
 
     fn literal(&mut self, word: &[u8]) -> R<()> {
-        let end = self.i + word.len();
-        if self.b.get(self.i..end) != Some(word) {
-            return Err(GiveUp);
-        }
-        self.i = end;
+        self.i = json_skim::literal(self.b, self.i, word).ok_or(GiveUp)?;
         Ok(())
     }
 
     /// A string without escapes or control characters, without its quotes.
     fn string(&mut self) -> R<&'a str> {
-        self.eat(b'"')?;
-        let start = self.i;
-        let end = start + special(&self.b[start..]).ok_or(GiveUp)?;
-        if self.b[end] != b'"' {
-            return Err(GiveUp);
-        }
-        self.i = end + 1;
+        let end = json_skim::string_end(self.b, self.i).ok_or(GiveUp)?;
         // The quotes are ASCII, so both ends are on character boundaries.
-        self.text.get(start..end).ok_or(GiveUp)
+        let s = self.text.get(self.i + 1..end).ok_or(GiveUp)?;
+        self.i = end + 1;
+        Ok(s)
     }
 
     /// An integer as `serde_json` visits one: u64 when it is not negative, else i64.
@@ -129,111 +117,16 @@ impl<'a> Deserializer<'a> {
 
     /// Skip any JSON value, checked as JSON defines it.
     fn skip(&mut self) -> R<()> {
-        match self.peek()? {
-            b'"' => self.string().map(drop),
-            b'{' => {
-                self.nest()?;
-                self.i += 1;
-                self.ws();
-                if self.peek()? != b'}' {
-                    loop {
-                        self.ws();
-                        self.string()?;
-                        self.ws();
-                        self.eat(b':')?;
-                        self.ws();
-                        self.skip()?;
-                        self.ws();
-                        if !self.more(b'}')? {
-                            break;
-                        }
-                    }
-                } else {
-                    self.i += 1;
-                }
-                self.depth -= 1;
-                Ok(())
-            }
-            b'[' => {
-                self.nest()?;
-                self.i += 1;
-                self.ws();
-                if self.peek()? != b']' {
-                    loop {
-                        self.ws();
-                        self.skip()?;
-                        self.ws();
-                        if !self.more(b']')? {
-                            break;
-                        }
-                    }
-                } else {
-                    self.i += 1;
-                }
-                self.depth -= 1;
-                Ok(())
-            }
-            b't' => self.literal(b"true"),
-            b'f' => self.literal(b"false"),
-            b'n' => self.literal(b"null"),
-            b'-' | b'0'..=b'9' => self.number(),
-            _ => Err(GiveUp),
-        }
+        self.i = json_skim::value_end(self.b, self.i, self.depth).ok_or(GiveUp)?;
+        Ok(())
     }
 
     fn nest(&mut self) -> R<()> {
         self.depth += 1;
-        if self.depth > MAX_DEPTH {
+        if self.depth > json_skim::MAX_DEPTH {
             return Err(GiveUp);
         }
         Ok(())
-    }
-
-    /// After a member: true at `,`, false at `close` (both taken).
-    fn more(&mut self, close: u8) -> R<bool> {
-        let c = self.peek()?;
-        self.i += 1;
-        match c {
-            b',' => Ok(true),
-            c if c == close => Ok(false),
-            _ => Err(GiveUp),
-        }
-    }
-
-    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`
-    fn number(&mut self) -> R<()> {
-        if self.peek()? == b'-' {
-            self.i += 1;
-        }
-        match self.peek()? {
-            b'0' => self.i += 1,
-            b'1'..=b'9' => self.digits(),
-            _ => return Err(GiveUp),
-        }
-        if self.b.get(self.i) == Some(&b'.') {
-            self.i += 1;
-            self.some_digits()?;
-        }
-        if matches!(self.b.get(self.i), Some(b'e' | b'E')) {
-            self.i += 1;
-            if matches!(self.b.get(self.i), Some(b'+' | b'-')) {
-                self.i += 1;
-            }
-            self.some_digits()?;
-        }
-        Ok(())
-    }
-
-    fn digits(&mut self) {
-        while matches!(self.b.get(self.i), Some(b'0'..=b'9')) {
-            self.i += 1;
-        }
-    }
-
-    fn some_digits(&mut self) -> R<()> {
-        let start = self.i;
-        self.digits();
-        if self.i == start { Err(GiveUp) } else { Ok(()) }
     }
 }
 
@@ -469,33 +362,6 @@ impl<'de> de::MapAccess<'de> for Members<'_, 'de> {
     }
 }
 
-/// Where the first quote, backslash or control character of `b` is, eight bytes at a
-/// time (strings are most of the data's bytes).
-fn special(b: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // A byte's high bit is set where the byte is zero (or, above the first such byte,
-    // possibly a false one: the lowest is always right).
-    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-    let mut at = 0;
-    while let Some(chunk) = b.get(at..at + 8) {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(word);
-        let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
-        let hits =
-            zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\'))) | below_space;
-        if hits != 0 {
-            return Some(at + (hits.trailing_zeros() / 8) as usize);
-        }
-        at += 8;
-    }
-    b[at..]
-        .iter()
-        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
-        .map(|p| at + p)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -617,31 +483,5 @@ mod tests {
         }
         // Mutations the fast path still read (and serde_json agreed with).
         assert!(read > 1000, "{read}");
-    }
-
-    #[test]
-    fn special_finds_the_first_quote_backslash_or_control_character() {
-        let mut seed: u64 = 7;
-        for _ in 0..20_000 {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let len = (seed >> 58) as usize;
-            let bytes: Vec<u8> = (0..len)
-                .map(|i| {
-                    let r = (seed >> (i % 7 * 8)) as u8 ^ i as u8;
-                    match r % 16 {
-                        0 => b'"',
-                        1 => b'\\',
-                        2 => r % 0x20,
-                        _ => 0x20 + r % 0x60 + (r & 0x80),
-                    }
-                })
-                .collect();
-            let naive = bytes
-                .iter()
-                .position(|&c| c == b'"' || c == b'\\' || c < 0x20);
-            assert_eq!(special(&bytes), naive, "{bytes:?}");
-        }
     }
 }

@@ -1,6 +1,7 @@
 //! The fast path for an event line: one pass over the bytes for the common shape (a flat
-//! object whose keys and string fields have no escapes), validating every value it
-//! skips as strictly as JSON does. Anything else (escapes, control characters, a
+//! object whose keys and string fields have no escapes), checking every value it
+//! skips as strictly as JSON does (with `json-skim`, which the SDK's deserializer
+//! shares). Anything else (escapes, control characters, a
 //! duplicate field, a missing one, a malformed value, deep nesting) gives `None`, and
 //! the line goes to `serde_json`, which decides: so a line is read exactly as
 //! `serde_json` reads it, and only the common shape is fast.
@@ -16,9 +17,6 @@ pub(super) struct Fields<'a> {
     pub created: Option<&'a str>,
     pub revision: Option<u64>,
 }
-
-/// Nesting deeper than this goes to `serde_json` (whose own limit is 128).
-const MAX_DEPTH: u32 = 100;
 
 /// The line's fields, or None when the line is not of the common shape or not valid.
 pub(super) fn scan(line: &str) -> Option<Fields<'_>> {
@@ -101,20 +99,13 @@ impl<'a> Scanner<'a> {
     }
 
     fn ws(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            self.i += 1;
-        }
-    }
-
-    fn literal(&mut self, word: &[u8]) -> Option<()> {
-        let end = self.i + word.len();
-        (self.b.get(self.i..end)? == word).then(|| self.i = end)
+        self.i = json_skim::ws(self.b, self.i);
     }
 
     /// `null` (then Ok(None)), else what `read` reads.
     fn or_null<T>(&mut self, read: fn(&mut Self) -> Option<T>) -> Option<Option<T>> {
         if self.peek()? == b'n' {
-            self.literal(b"null")?;
+            self.i = json_skim::literal(self.b, self.i, b"null")?;
             return Some(None);
         }
         read(self).map(Some)
@@ -122,15 +113,11 @@ impl<'a> Scanner<'a> {
 
     /// A string without escapes or control characters, without its quotes.
     fn string(&mut self) -> Option<&'a str> {
-        self.eat(b'"')?;
-        let start = self.i;
-        let end = start + special(&self.b[start..])?;
-        if self.b[end] != b'"' {
-            return None; // an escape or a control character: serde_json decides
-        }
-        self.i = end + 1;
+        let end = json_skim::string_end(self.b, self.i)?;
         // The quotes are ASCII, so both ends are on character boundaries.
-        self.text.get(start..end)
+        let s = self.text.get(self.i + 1..end)?;
+        self.i = end + 1;
+        Some(s)
     }
 
     /// An unsigned integer that fits a u64 (as serde_json reads one into a u64).
@@ -149,155 +136,9 @@ impl<'a> Scanner<'a> {
 
     /// Any JSON value, checked as JSON defines it; its text.
     fn value(&mut self) -> Option<&'a str> {
-        let start = self.i;
-        self.skip(0)?;
-        self.text.get(start..self.i)
-    }
-
-    fn skip(&mut self, depth: u32) -> Option<()> {
-        match self.peek()? {
-            b'"' => self.string().map(drop),
-            b'{' | b'[' if depth >= MAX_DEPTH => None,
-            b'{' => {
-                self.i += 1;
-                self.ws();
-                if self.peek()? == b'}' {
-                    self.i += 1;
-                    return Some(());
-                }
-                loop {
-                    self.ws();
-                    self.string()?;
-                    self.ws();
-                    self.eat(b':')?;
-                    self.ws();
-                    self.skip(depth + 1)?;
-                    self.ws();
-                    match self.next()? {
-                        b',' => continue,
-                        b'}' => return Some(()),
-                        _ => return None,
-                    }
-                }
-            }
-            b'[' => {
-                self.i += 1;
-                self.ws();
-                if self.peek()? == b']' {
-                    self.i += 1;
-                    return Some(());
-                }
-                loop {
-                    self.ws();
-                    self.skip(depth + 1)?;
-                    self.ws();
-                    match self.next()? {
-                        b',' => continue,
-                        b']' => return Some(()),
-                        _ => return None,
-                    }
-                }
-            }
-            b't' => self.literal(b"true"),
-            b'f' => self.literal(b"false"),
-            b'n' => self.literal(b"null"),
-            b'-' | b'0'..=b'9' => self.number(),
-            _ => None,
-        }
-    }
-
-    /// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`
-    fn number(&mut self) -> Option<()> {
-        if self.peek() == Some(b'-') {
-            self.i += 1;
-        }
-        match self.next()? {
-            b'0' => {}
-            b'1'..=b'9' => self.digits(),
-            _ => return None,
-        }
-        if self.peek() == Some(b'.') {
-            self.i += 1;
-            self.some_digits()?;
-        }
-        if matches!(self.peek(), Some(b'e' | b'E')) {
-            self.i += 1;
-            if matches!(self.peek(), Some(b'+' | b'-')) {
-                self.i += 1;
-            }
-            self.some_digits()?;
-        }
-        Some(())
-    }
-
-    fn digits(&mut self) {
-        while matches!(self.peek(), Some(b'0'..=b'9')) {
-            self.i += 1;
-        }
-    }
-
-    fn some_digits(&mut self) -> Option<()> {
-        let start = self.i;
-        self.digits();
-        (self.i > start).then_some(())
-    }
-}
-
-/// Where the first quote, backslash or control character of `b` is, eight bytes at a
-/// time (strings are most of a line's bytes).
-fn special(b: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // A byte's high bit is set where the byte is zero (or, above the first such byte,
-    // possibly a false one: the lowest is always right).
-    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-    let mut at = 0;
-    while let Some(chunk) = b.get(at..at + 8) {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(word);
-        let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
-        let hits =
-            zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\'))) | below_space;
-        if hits != 0 {
-            return Some(at + (hits.trailing_zeros() / 8) as usize);
-        }
-        at += 8;
-    }
-    b[at..]
-        .iter()
-        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
-        .map(|p| at + p)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::special;
-
-    #[test]
-    fn special_finds_the_first_quote_backslash_or_control_character() {
-        let mut seed: u64 = 7;
-        for _ in 0..20_000 {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let len = (seed >> 58) as usize;
-            let bytes: Vec<u8> = (0..len)
-                .map(|i| {
-                    let r = (seed >> (i % 7 * 8)) as u8 ^ i as u8;
-                    // Mostly plain bytes (ASCII and UTF-8 continuation), a few special.
-                    match r % 16 {
-                        0 => b'"',
-                        1 => b'\\',
-                        2 => r % 0x20,
-                        _ => 0x20 + r % 0x60 + (r & 0x80),
-                    }
-                })
-                .collect();
-            let naive = bytes
-                .iter()
-                .position(|&c| c == b'"' || c == b'\\' || c < 0x20);
-            assert_eq!(special(&bytes), naive, "{bytes:?}");
-        }
+        let end = json_skim::value_end(self.b, self.i, 0)?;
+        let v = self.text.get(self.i..end)?;
+        self.i = end;
+        Some(v)
     }
 }
