@@ -1,6 +1,6 @@
 //! The guest SDKs' own tests, run on the host: the Rust SDK's overlay with its base reader
-//! injected and `json-skim` (cargo test on the host target), the Python SDK under plain CPython, and the
-//! JavaScript SDK under node.
+//! injected, and `json-skim` (cargo test on the host target); the Python SDK under plain
+//! CPython; and the JavaScript SDK under node.
 
 mod common;
 

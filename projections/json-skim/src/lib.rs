@@ -112,7 +112,7 @@ fn some_digits(b: &[u8], i: usize) -> Option<usize> {
 /// Where the first quote, backslash or control character of `b` is, eight bytes at a
 /// time (strings are most of an event's bytes).
 #[inline]
-pub fn special(b: &[u8]) -> Option<usize> {
+fn special(b: &[u8]) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     // A byte's high bit is set where the byte is zero (or, above the first such byte,

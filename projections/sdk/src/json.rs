@@ -1,10 +1,10 @@
 //! The fast path of [`crate::EventExt::json`]: a serde deserializer for the common shape
 //! of event data (objects, arrays, strings without escapes, integers, booleans, null)
 //! that checks every value it skips as strictly as JSON does (with `json-skim`, which
-//! the host's event-line scan shares). Anything else (an escape,
-//! a float, a type it does not serve, any error at all) makes it give up, and
-//! `serde_json` reads the data from the start and decides: so data is read exactly as
-//! `serde_json` reads it, and only the common shape is fast.
+//! the host's event-line scan shares). Anything else (an escape, a float, a type it does
+//! not serve, any error at all) makes it give up, and `serde_json` reads the data from
+//! the start and decides: so data is read exactly as `serde_json` reads it, and only the
+//! common shape is fast.
 
 use serde::de::{self, DeserializeSeed, Visitor};
 

@@ -1,13 +1,13 @@
 //! The fast path for an event line: one pass over the bytes for the common shape (a flat
-//! object whose keys and string fields have no escapes), checking every value it
-//! skips as strictly as JSON does (with `json-skim`, which the SDK's deserializer
-//! shares). Anything else (escapes, control characters, a
-//! duplicate field, a missing one, a malformed value, deep nesting) gives `None`, and
-//! the line goes to `serde_json`, which decides: so a line is read exactly as
-//! `serde_json` reads it, and only the common shape is fast.
+//! object whose keys and string fields have no escapes), checking every value it skips
+//! as strictly as JSON does (with `json-skim`, which the SDK's deserializer shares).
+//! Anything else (escapes, control characters, a duplicate field, a missing one, a
+//! malformed value, deep nesting) gives `None`, and the line goes to `serde_json`, which
+//! decides: so a line is read exactly as `serde_json` reads it, and only the common
+//! shape is fast.
 
 /// An event line's fields, borrowed from the line (raw JSON text for the JSON values).
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default)]
 pub(super) struct Fields<'a> {
     pub stream: Option<&'a str>,
     pub event_type: Option<&'a str>,
