@@ -65,15 +65,34 @@ fn invalid_json_is_reported_too() {
 /// nothing of it; the batches before it stay; a healthy projection next to it finishes.
 #[test]
 fn an_op_on_an_undeclared_table_fails_its_batch_and_changes_nothing() {
+    a_bad_batch_of_ops_fails_and_changes_nothing(
+        "Evil",
+        &["table `sqlite_master` is not declared"],
+        "not declared",
+    );
+}
+
+/// The same for ops whose packing a module cut short: an error naming where the bytes
+/// ran out, never a panic of the host.
+#[test]
+fn malformed_packed_ops_fail_their_batch_and_change_nothing() {
+    a_bad_batch_of_ops_fails_and_changes_nothing(
+        "Garbled",
+        &[
+            "the module returned malformed ops: ",
+            "bytes wanted at byte",
+        ],
+        "malformed ops",
+    );
+}
+
+/// Line 551 is an event of `event_type`, for which the hostile fixture sends bad ops.
+fn a_bad_batch_of_ops_fails_and_changes_nothing(event_type: &str, error: &[&str], reason: &str) {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.ndjson");
-    // Line 551 is the "Evil" event: batches are 100 events, so lines 501..600 fail.
-    let lines = shop_events_with(
-        &events,
-        2,
-        1_000,
-        &[(550, r#"{"stream":"x-1","type":"Evil","data":{}}"#)],
-    );
+    // Batches are 100 events, so lines 501..600 fail.
+    let bad_line = format!(r#"{{"stream":"x-1","type":"{event_type}","data":{{}}}}"#);
+    let lines = shop_events_with(&events, 2, 1_000, &[(550, bad_line.as_str())]);
 
     let m = modules(dir.path(), &["undeclared-table", "order-summary"]);
     let summary = run_once(&config(dir.path(), &events, &m, 100));
@@ -83,10 +102,7 @@ fn an_op_on_an_undeclared_table_fails_its_batch_and_changes_nothing() {
         .find(|p| p.name == "undeclared-table")
         .unwrap();
     let err = bad.error.clone().expect("the hostile projection faults");
-    assert!(
-        err.contains("table `sqlite_master` is not declared"),
-        "{err}"
-    );
+    assert!(error.iter().all(|e| err.contains(e)), "{err}");
     let after: usize = err
         .split("after position ")
         .nth(1)
@@ -129,7 +145,7 @@ fn an_op_on_an_undeclared_table_fails_its_batch_and_changes_nothing() {
     let catalog = projector::store::Catalog::open_read_only(&data).unwrap();
     let entry = catalog.entry("undeclared-table").unwrap().unwrap();
     assert_eq!(entry.state, projector::store::ProjectionState::Faulted);
-    assert!(entry.reason.unwrap().contains("not declared"));
+    assert!(entry.reason.unwrap().contains(reason));
 
     // The healthy one ran to the end, exactly.
     let good = summary

@@ -1,5 +1,6 @@
 //! Hostile fixture: bypasses the SDK's checks to send the host an op for a table it
-//! never declared, after a legitimate one. The host must reject the whole batch.
+//! never declared, after a legitimate one (events of type `Evil`), or ops whose packing
+//! is cut short (`Garbled`). The host must reject the whole batch.
 
 use projector_sdk::__private::bindings::projector::projection0_1_0::types::{
     Column, ColumnKind, HandleError, Interests, Manifest, Op, RowOp, Table, Value,
@@ -44,7 +45,15 @@ impl projector_sdk::__private::Guest for Undeclared {
                 }));
             }
         }
-        Ok(projector_sdk::__private::pack_ops(&ops))
+        let mut packed = projector_sdk::__private::pack_ops(&ops);
+        if projector_sdk::__private::events(&batch)?
+            .iter()
+            .any(|e| e.event_type == "Garbled")
+        {
+            // The last op's value ends three bytes early.
+            packed.truncate(packed.len() - 3);
+        }
+        Ok(packed)
     }
 }
 
