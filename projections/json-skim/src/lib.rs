@@ -137,6 +137,42 @@ fn special(b: &[u8]) -> Option<usize> {
         .map(|p| at + p)
 }
 
+/// For tests of fast paths against `serde_json`.
+#[cfg(feature = "testing")]
+pub mod testing {
+    /// `count` seeded random mutations of `input`, each one to three edits: a byte
+    /// replaced by one that matters to JSON, removed, or inserted.
+    pub fn mutations(input: &[u8], mut seed: u64, count: usize) -> Vec<Vec<u8>> {
+        let alphabet = b"\"{}[]:,-+.0123456789eEntfalsru \t\r\n\x01\\/x";
+        let mut rand = |n: usize| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize % n
+        };
+        (0..count)
+            .map(|_| {
+                let mut m = input.to_vec();
+                for _ in 0..1 + rand(3) {
+                    if m.is_empty() {
+                        break;
+                    }
+                    let at = rand(m.len());
+                    let c = alphabet[rand(alphabet.len())];
+                    match rand(3) {
+                        0 => m[at] = c,
+                        1 => {
+                            m.remove(at);
+                        }
+                        _ => m.insert(at, c),
+                    }
+                }
+                m
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

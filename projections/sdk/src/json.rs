@@ -449,33 +449,10 @@ mod tests {
             "u64::MAX is not an i64"
         );
         assert!(from_str::<BTreeMap<String, Loose>>(inputs[7]).is_ok());
-        let alphabet = b"\"{}[]:,-+.0123456789eEntfalsru \t\n\x01\\/x";
-        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut rand = |n: usize| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 33) as usize % n
-        };
         let mut read = 0;
         for input in inputs {
             all(input);
-            for _ in 0..3000 {
-                let mut m = input.as_bytes().to_vec();
-                for _ in 0..1 + rand(3) {
-                    let at = rand(m.len());
-                    let c = alphabet[rand(alphabet.len())];
-                    match rand(3) {
-                        0 => m[at] = c,
-                        1 => {
-                            m.remove(at);
-                        }
-                        _ => m.insert(at, c),
-                    }
-                    if m.is_empty() {
-                        break;
-                    }
-                }
+            for m in json_skim::testing::mutations(input.as_bytes(), 0x2545_f491_4f6c_dd1d, 3000) {
                 if let Ok(text) = std::str::from_utf8(&m) {
                     read += usize::from(all(text));
                 }

@@ -513,34 +513,10 @@ mod tests {
             let text = std::str::from_utf8(line).unwrap();
             assert!(scan::scan(text).is_some_and(|f| f.data.is_some()), "{text}");
         }
-        // Each line, then each mutated at random (a byte replaced by one that matters
-        // to JSON, removed, or inserted), read both ways.
-        let alphabet = b"\"{}[]:,-+.0123456789eEntfalsru \t\r\n\x01\\/x";
-        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut rand = |n: usize| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 33) as usize % n
-        };
+        // Each line, then each mutated at random, read both ways.
         for line in lines {
             agrees(line);
-            for _ in 0..3000 {
-                let mut m = line.to_vec();
-                for _ in 0..1 + rand(3) {
-                    let at = rand(m.len());
-                    let c = alphabet[rand(alphabet.len())];
-                    match rand(3) {
-                        0 => m[at] = c,
-                        1 => {
-                            m.remove(at);
-                        }
-                        _ => m.insert(at, c),
-                    }
-                    if m.is_empty() {
-                        break;
-                    }
-                }
+            for m in json_skim::testing::mutations(line, 0x9e37_79b9_7f4a_7c15, 3000) {
                 agrees(&m);
             }
         }

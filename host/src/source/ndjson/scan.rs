@@ -40,32 +40,45 @@ pub(super) fn scan(line: &str) -> Option<Fields<'_>> {
         s.ws();
         s.eat(b':')?;
         s.ws();
+        // Read first, checked after: a field read twice only sends the line to serde_json.
         let bit = match key {
-            "stream" => 1,
-            "type" => 2,
-            "data" => 4,
-            "id" => 8,
-            "metadata" => 16,
-            "created" => 32,
-            "revision" => 64,
-            _ => 0,
+            "stream" => {
+                f.stream = Some(s.string()?);
+                1
+            }
+            "type" => {
+                f.event_type = Some(s.string()?);
+                2
+            }
+            "data" => {
+                f.data = Some(s.value()?);
+                4
+            }
+            "id" => {
+                f.id = s.or_null(Scanner::string)?;
+                8
+            }
+            "metadata" => {
+                f.metadata = s.or_null(Scanner::value)?;
+                16
+            }
+            "created" => {
+                f.created = s.or_null(Scanner::value)?;
+                32
+            }
+            "revision" => {
+                f.revision = s.or_null(Scanner::u64)?;
+                64
+            }
+            _ => {
+                s.value()?;
+                0
+            }
         };
         if seen & bit != 0 {
             return None;
         }
         seen |= bit;
-        match key {
-            "stream" => f.stream = Some(s.string()?),
-            "type" => f.event_type = Some(s.string()?),
-            "data" => f.data = Some(s.value()?),
-            "id" => f.id = s.or_null(Scanner::string)?,
-            "metadata" => f.metadata = s.or_null(Scanner::value)?,
-            "created" => f.created = s.or_null(Scanner::value)?,
-            "revision" => f.revision = s.or_null(Scanner::u64)?,
-            _ => {
-                s.value()?;
-            }
-        }
         s.ws();
         match s.next()? {
             b',' => continue,

@@ -31,8 +31,9 @@ impl projector_sdk::__private::Guest for Undeclared {
     }
 
     fn handle(batch: Vec<u8>) -> Result<Vec<u8>, HandleError> {
+        let events = projector_sdk::__private::events(&batch)?;
         let mut ops = Vec::new();
-        for e in &projector_sdk::__private::events(&batch)? {
+        for e in &events {
             ops.push(Op::Upsert(RowOp {
                 table: "things".into(),
                 row: vec![Value::Text(e.event_id.clone())],
@@ -46,10 +47,7 @@ impl projector_sdk::__private::Guest for Undeclared {
             }
         }
         let mut packed = projector_sdk::__private::pack_ops(&ops);
-        if projector_sdk::__private::events(&batch)?
-            .iter()
-            .any(|e| e.event_type == "Garbled")
-        {
+        if events.iter().any(|e| e.event_type == "Garbled") {
             // The last op's value ends three bytes early.
             packed.truncate(packed.len() - 3);
         }
