@@ -85,24 +85,33 @@ impl Stats {
 
     /// Count a batch of handled events by type and by declared stream prefix.
     pub fn count_matches(&self, events: &[&crate::wit::Event], prefixes: &[String]) {
+        // Counted per batch first (a few types, hashed fast), then merged under the locks.
+        let mut batch: rustc_hash::FxHashMap<&str, u64> = Default::default();
+        let mut batch_prefixes = vec![0u64; prefixes.len()];
+        for e in events {
+            *batch.entry(e.event_type.as_str()).or_default() += 1;
+            for (n, p) in batch_prefixes.iter_mut().zip(prefixes) {
+                if e.stream_id.starts_with(p.as_str()) {
+                    *n += 1;
+                }
+            }
+        }
         let mut types = self.matched_types.lock().unwrap_or_else(|e| e.into_inner());
+        for (t, n) in batch {
+            match types.get_mut(t) {
+                Some(total) => *total += n,
+                None => {
+                    types.insert(t.to_string(), n);
+                }
+            }
+        }
         let mut per_prefix = self
             .matched_prefixes
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         per_prefix.resize(prefixes.len(), 0);
-        for e in events {
-            match types.get_mut(e.event_type.as_str()) {
-                Some(n) => *n += 1,
-                None => {
-                    types.insert(e.event_type.clone(), 1);
-                }
-            }
-            for (n, p) in per_prefix.iter_mut().zip(prefixes) {
-                if e.stream_id.starts_with(p.as_str()) {
-                    *n += 1;
-                }
-            }
+        for (total, n) in per_prefix.iter_mut().zip(batch_prefixes) {
+            *total += n;
         }
     }
 

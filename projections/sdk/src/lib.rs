@@ -13,6 +13,8 @@ mod batch;
 mod ctx;
 mod json;
 mod manifest;
+#[cfg(any(target_arch = "wasm32", test))]
+mod mem;
 mod value;
 
 /// Every batch runs in a fresh instance: size classes, never given back (see `alloc`).
