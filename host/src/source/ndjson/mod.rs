@@ -62,7 +62,7 @@ struct Parsed<'a> {
 /// `serde_json` (which also names what is wrong with a bad line). The line is checked
 /// as UTF-8 once, whole: neither then checks its strings on their own.
 fn parse_line(line: &[u8]) -> Result<Parsed<'_>, String> {
-    let text = std::str::from_utf8(line).map_err(|e| format!("not UTF-8: {e}"))?;
+    let text = utf8(line)?;
     if let Some(scan::Fields {
         stream: Some(stream),
         event_type: Some(event_type),
@@ -95,9 +95,18 @@ fn parse_line(line: &[u8]) -> Result<Parsed<'_>, String> {
     })
 }
 
+/// The line as text: checked with SIMD; a line that fails is checked again by the
+/// standard library, which says where.
+fn utf8(line: &[u8]) -> Result<&str, String> {
+    match simdutf8::basic::from_utf8(line) {
+        Ok(text) => Ok(text),
+        Err(_) => std::str::from_utf8(line).map_err(|e| format!("not UTF-8: {e}")),
+    }
+}
+
 /// A skipped line's stream and revision, read as [`parse_line`] reads them.
 fn parse_skipped(line: &[u8]) -> Result<(Cow<'_, str>, Option<u64>), String> {
-    let text = std::str::from_utf8(line).map_err(|e| format!("not UTF-8: {e}"))?;
+    let text = utf8(line)?;
     if let Some(scan::Fields {
         stream: Some(stream),
         revision,
@@ -170,9 +179,7 @@ impl NdjsonSource {
             if self.line.last() == Some(&b'\n') {
                 self.line.clear();
             }
-            let n = self
-                .reader
-                .read_until(b'\n', &mut self.line)
+            let n = read_line(&mut self.reader, &mut self.line)
                 .with_context(|| format!("reading {}", self.path.display()))?;
             self.offset += n as u64;
             let complete = self.line.last() == Some(&b'\n')
@@ -336,6 +343,29 @@ impl NdjsonSource {
             e.metadata.extend_from_slice(m.as_bytes());
         }
         Ok(())
+    }
+}
+
+/// `BufRead::read_until(b'\n')`, searching with the `memchr` crate (SIMD) rather than
+/// the standard library's word-at-a-time search.
+fn read_line(r: &mut impl BufRead, out: &mut Vec<u8>) -> std::io::Result<usize> {
+    let mut read = 0;
+    loop {
+        let available = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let (done, used) = match memchr::memchr(b'\n', available) {
+            Some(i) => (true, i + 1),
+            None => (available.is_empty(), available.len()),
+        };
+        out.extend_from_slice(&available[..used]);
+        r.consume(used);
+        read += used;
+        if done {
+            return Ok(read);
+        }
     }
 }
 
