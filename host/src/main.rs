@@ -20,17 +20,18 @@ const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// mimalloc as the host's memory holds what it uses: arenas committed on demand and
-/// freed memory given back at once. With its defaults, 100 idle projections held
-/// ~1 GiB resident (eager commit: a heap per runner thread), then 330 MiB after
-/// compiling their modules (delayed purging), against ~160 MiB with these; throughput
-/// is unchanged. Set before the first allocation (the first arena is reserved then),
-/// so it runs as an ELF constructor, before the Rust runtime allocates anything.
+/// freed memory given back after a second. With its defaults, 100 idle projections held
+/// ~1 GiB resident (eager commit: a heap per runner thread), against ~130-150 MiB with
+/// these. Giving memory back at once instead of after a second held no less at idle
+/// but faulted ~55k more pages per 1M events (a batch's memory freed, then taken
+/// again). Set before the first allocation (the first arena is reserved then), so it
+/// runs as an ELF constructor, before the Rust runtime allocates anything.
 #[cfg(target_os = "linux")]
 extern "C" fn commit_on_demand() {
     // SAFETY: sets options; nothing has allocated through mimalloc yet.
     unsafe {
         libmimalloc_sys::mi_option_set(ARENA_EAGER_COMMIT, 0);
-        libmimalloc_sys::mi_option_set(PURGE_DELAY, 0);
+        libmimalloc_sys::mi_option_set(PURGE_DELAY, 1000);
     }
 }
 
