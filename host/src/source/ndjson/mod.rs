@@ -525,7 +525,11 @@ mod tests {
                 .collect()
         };
         for (i, n) in names.iter().enumerate() {
-            let want: Vec<u64> = if i % 2 == 0 { vec![0, 1, 2] } else { vec![0, 1] };
+            let want: Vec<u64> = if i % 2 == 0 {
+                vec![0, 1, 2]
+            } else {
+                vec![0, 1]
+            };
             assert_eq!(revisions(n), want, "{n}");
         }
     }
