@@ -23,6 +23,7 @@ pub mod registry;
 pub mod runner;
 pub mod runtime;
 pub mod schema;
+mod small_key;
 pub mod source;
 pub mod store;
 pub mod toolchain;

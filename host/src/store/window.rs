@@ -12,6 +12,7 @@ use rustc_hash::FxHashMap;
 
 use super::ops::OpError;
 use crate::schema::{Schema, TableSchema};
+use crate::small_key::SmallKey;
 use crate::wit::{ColumnKind, Op, Value};
 
 /// Rows held before they are written into the open transaction: bounds the memory of a
@@ -31,7 +32,7 @@ pub(crate) enum Pending {
 #[derive(Debug, Clone)]
 enum Undo {
     /// The batch added this slot (the last one at the time): remove it.
-    Added(Vec<u8>),
+    Added(SmallKey),
     /// The batch replaced the state of this slot: put the old one back.
     Replaced(usize, Pending),
 }
@@ -39,7 +40,7 @@ enum Undo {
 /// Rows touched since the last flush, in first-touch order (so flushes are deterministic).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Window {
-    index: FxHashMap<Vec<u8>, usize>,
+    index: FxHashMap<SmallKey, usize>,
     slots: Vec<(usize, Pending)>,
     undo: Vec<Undo>,
     scratch: Vec<u8>,
@@ -141,7 +142,7 @@ impl Window {
     ) -> Option<Option<Vec<Value>>> {
         let t = &schema.tables[table];
         encode_key(&mut self.scratch, table, t, key.iter().zip(&t.primary_key));
-        let Some(&slot) = self.index.get(&self.scratch) else {
+        let Some(&slot) = self.index.get(self.scratch.as_slice()) else {
             let never = self
                 .written
                 .as_ref()
@@ -222,15 +223,16 @@ impl Window {
         if let Some(w) = &mut self.written {
             w.insert(&self.scratch);
         }
-        match self.index.get(&self.scratch) {
+        match self.index.get(self.scratch.as_slice()) {
             Some(&slot) => {
                 let old = std::mem::replace(&mut self.slots[slot].1, next);
                 self.undo.push(Undo::Replaced(slot, old));
             }
             None => {
-                self.index.insert(self.scratch.clone(), self.slots.len());
+                let key = SmallKey::new(&self.scratch);
+                self.index.insert(key.clone(), self.slots.len());
                 self.slots.push((table, next));
-                self.undo.push(Undo::Added(self.scratch.clone()));
+                self.undo.push(Undo::Added(key));
             }
         }
     }
@@ -240,7 +242,7 @@ impl Window {
         while let Some(u) = self.undo.pop() {
             match u {
                 Undo::Added(key) => {
-                    self.index.remove(&key);
+                    self.index.remove(key.as_bytes());
                     self.slots.pop();
                 }
                 Undo::Replaced(slot, old) => self.slots[slot].1 = old,

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{BadEvent, Budget, EventBuffer, EventSource, Filter, Progress, ReadBatch, SourceError};
+use crate::small_key::SmallKey;
 use crate::wit::Position;
 
 mod scan;
@@ -131,7 +132,7 @@ pub struct NdjsonSource {
     offset: u64,
     len: u64,
     /// Next revision per stream, for lines that carry none.
-    revisions: rustc_hash::FxHashMap<StreamKey, u64>,
+    revisions: rustc_hash::FxHashMap<SmallKey, u64>,
     /// A bad line met after good ones: the good ones go out first, this on the next read.
     pending_error: Option<SourceError>,
 }
@@ -224,9 +225,12 @@ impl NdjsonSource {
     }
 
     fn next_revision(&mut self, stream: &str, given: Option<u64>) -> u64 {
-        let next = match self.revisions.get_mut(stream) {
+        let next = match self.revisions.get_mut(stream.as_bytes()) {
             Some(n) => n,
-            None => self.revisions.entry(StreamKey::new(stream)).or_insert(0),
+            None => self
+                .revisions
+                .entry(SmallKey::new(stream.as_bytes()))
+                .or_insert(0),
         };
         let rev = given.unwrap_or(*next);
         *next = rev + 1;
@@ -346,63 +350,6 @@ impl NdjsonSource {
     }
 }
 
-/// A stream name as a key of the revision map: inline when it fits (most do), so a
-/// lookup compares against the map's own memory rather than following a pointer to the
-/// name (one cache miss less per event once the map holds a few hundred thousand
-/// streams).
-#[derive(Clone)]
-enum StreamKey {
-    Inline { len: u8, bytes: [u8; 22] },
-    Heap(Box<str>),
-}
-
-impl StreamKey {
-    fn new(s: &str) -> StreamKey {
-        let mut bytes = [0u8; 22];
-        match bytes.get_mut(..s.len()) {
-            Some(to) => {
-                to.copy_from_slice(s.as_bytes());
-                StreamKey::Inline {
-                    len: s.len() as u8,
-                    bytes,
-                }
-            }
-            None => StreamKey::Heap(s.into()),
-        }
-    }
-
-    fn as_str(&self) -> &str {
-        match self {
-            // Copied from a str whole: always UTF-8.
-            StreamKey::Inline { len, bytes } => {
-                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
-            }
-            StreamKey::Heap(s) => s,
-        }
-    }
-}
-
-// Hashed and compared as the name itself, so the map is looked up by `&str`.
-impl std::borrow::Borrow<str> for StreamKey {
-    fn borrow(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl PartialEq for StreamKey {
-    fn eq(&self, other: &StreamKey) -> bool {
-        self.as_str() == other.as_str()
-    }
-}
-
-impl Eq for StreamKey {}
-
-impl std::hash::Hash for StreamKey {
-    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        self.as_str().hash(h);
-    }
-}
-
 /// `BufRead::read_until(b'\n')`, searching with the `memchr` crate (SIMD) rather than
 /// the standard library's word-at-a-time search.
 fn read_line(r: &mut impl BufRead, out: &mut Vec<u8>) -> std::io::Result<usize> {
@@ -496,15 +443,15 @@ mod tests {
 
     #[test]
     fn revisions_count_per_stream_for_short_and_long_names() {
-        // Names up to 22 bytes are kept inline in the revision map, longer ones on the
-        // heap: names either side of that, and names sharing a 22-byte prefix.
+        // Short names are kept inline in the revision map (`SmallKey`), long ones on the
+        // heap: names either side of that, and names sharing a prefix.
         let names = [
             "s",
             "order-1",
-            "abcdefghijklmnopqrstuv",
-            "abcdefghijklmnopqrstu",
-            "abcdefghijklmnopqrstuvw",
-            "abcdefghijklmnopqrstuvwx",
+            "abcdefghijklmnopqrstuvwxyz0123",
+            "abcdefghijklmnopqrstuvwxyz012",
+            "abcdefghijklmnopqrstuvwxyz01234",
+            "abcdefghijklmnopqrstuvwxyz012345",
             "é-ünïcødé-strëam-nämé-ok",
             "é-ünïcødé",
         ];
