@@ -27,6 +27,8 @@ pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
         }
         i += 8;
     }
+    // The rest byte by byte: LLVM rewrites loops into memset and memcpy calls, never into
+    // a memcmp call (which would call this one).
     while i < n {
         // SAFETY: i < n.
         let (x, y) = unsafe { (*a.add(i), *b.add(i)) };
