@@ -1,5 +1,6 @@
-//! The EventStoreDB / KurrentDB source: one `$all` subscription per runner, from the
-//! projection's committed checkpoint, with a server-side filter built from its interests.
+//! The EventStoreDB / KurrentDB source: one `$all` subscription per source opened (the
+//! shared reader in `hub.rs` opens one per host for every runner at the head), from a
+//! checkpoint, with a server-side filter built from the interests it serves.
 //!
 //! A task on a shared tokio runtime owns the subscription and hands events, filtered
 //! checkpoints and the caught-up signal to the runner through a bounded channel, in
