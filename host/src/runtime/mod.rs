@@ -12,6 +12,7 @@
 
 mod epoch;
 mod limits;
+mod pool;
 pub mod sandbox;
 
 use std::hash::{Hash, Hasher};
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result};
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, Trap};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 pub use limits::{Footprint, Limits};
@@ -129,13 +130,20 @@ pub struct Runtime {
     wasi_linker: Linker<HostState>,
     limits: Limits,
     cache_dir: Option<PathBuf>,
+    /// Keeps the calls in flight within the instance pool.
+    gate: Arc<pool::Gate>,
 }
 
 impl Runtime {
-    /// Build the engine (fuel, epochs, deterministic floats) and start its epoch ticker.
+    /// Build the engine (fuel, epochs, deterministic floats, pooled instances) and
+    /// start its epoch ticker.
     pub fn new(limits: Limits, cache_dir: Option<PathBuf>) -> Result<Runtime> {
+        let gate = Arc::new(pool::Gate::for_this_machine());
         let mut config = Config::new();
         config
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool::config(
+                gate.slots(),
+            )))
             .consume_fuel(limits.fuel_per_event > 0)
             .epoch_interruption(true)
             .cranelift_nan_canonicalization(true)
@@ -160,6 +168,7 @@ impl Runtime {
             wasi_linker,
             limits,
             cache_dir,
+            gate,
         })
     }
 
@@ -200,6 +209,7 @@ impl Runtime {
             limits: self.limits.clone(),
             footprint: Footprint::of(wasm),
             wasi,
+            gate: self.gate.clone(),
         };
         let (_, _, manifest) = code.call(None, |p, store| p.manifest(store), 0);
         let manifest = manifest
@@ -374,6 +384,8 @@ struct Code {
     limits: Limits,
     footprint: Footprint,
     wasi: bool,
+    /// The engine's gate: an instance takes a pool slot while it exists.
+    gate: Arc<pool::Gate>,
 }
 
 /// A loaded projection module: compiled, linked, manifest validated.
@@ -506,6 +518,8 @@ impl Code {
         f: impl FnOnce(&Exports, &mut Store<HostState>) -> wasmtime::Result<R>,
         events: u64,
     ) -> (HostState, u64, wasmtime::Result<R>) {
+        // Held until the store (and with it the instance) is dropped below.
+        let _pass = self.gate.enter();
         let state = HostState {
             reader,
             limiter: limits::Limiter::new(self.limits.store_limits(self.footprint)),
