@@ -28,7 +28,7 @@ pub fn retry(config: &Config, projection: &str) -> Result<RetryReport> {
     let schema = module.schema().clone();
     let generation =
         crate::store::Catalog::open(&config.data)?.generation_of(projection, schema.version)?;
-    let db = ProjectionDb::open(&config.data, schema.clone(), generation)?;
+    let mut db = ProjectionDb::open(&config.data, schema.clone(), generation)?;
     let checkpoint = db.checkpoint()?.unwrap_or_default();
     let letters = db.dead_letters()?;
     let mut report = RetryReport::default();

@@ -1,12 +1,13 @@
 //! One build's database: the projection's tables, its checkpoint and dead letters in one
 //! SQLite file, so a batch's ops and the checkpoint after them commit together.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 
 use anyhow::{Context as _, Result};
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Connection, OptionalExtension, ToSql, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, params};
 
 use super::layout::build_path;
 use super::ops::{OpError, OpLimits, validate};
@@ -43,22 +44,59 @@ fn from_sql(v: ValueRef<'_>) -> Value {
 ///
 /// Batches apply to the commit [`Window`] in memory; the window is written into the
 /// open transaction at commit (or when it holds [`MAX_ROWS`] rows), with the checkpoint.
+///
+/// While catching up, [`Self::commit_in_background`] writes and commits a window on a
+/// thread of its own while the next batches run: the writing connection goes with it,
+/// and reads that the new window cannot answer look in the window being written, then
+/// in SQLite through a second, read-only connection (which sees the last commit: the
+/// window being written is exactly what that commit lacks). Anything else that needs
+/// the writing connection first waits for it to come back.
 pub struct ProjectionDb {
     /// Shared with the [`TableReader`]s lent to the module for `get`, which read through
     /// the window and the open transaction (read-your-writes across a commit's batches).
     inner: Arc<Mutex<Inner>>,
     schema: Arc<Schema>,
+    path: PathBuf,
     /// The checkpoint of the last batch applied, written at commit.
     pending: Option<Checkpoint>,
+    /// Batches were applied since the last commit.
     in_transaction: bool,
+    /// `BEGIN` was run on the writing connection (something was written to it directly:
+    /// a dead letter, a window too large to hold); such a transaction commits in place.
+    begun: bool,
+    /// The commit being written in the background: the connection and rows it wrote.
+    committing: Option<JoinHandle<(Connection, rusqlite::Result<u64>)>>,
 }
 
-/// The connection and the rows not yet written to it.
+/// The connections and the rows not yet written to SQLite.
 struct Inner {
-    conn: Connection,
+    /// The writing connection; None while a commit is written in the background.
+    conn: Option<Connection>,
     window: Window,
+    /// The window a background commit is writing (reads look here after `window`).
+    committing: Option<Arc<Window>>,
+    /// Read-only, for reads while the writing connection is away (opened on first use).
+    reader: Option<Connection>,
+    scratch: Vec<u8>,
     /// Rows written by flushes (each the last state of a row over its window).
     rows_written: u64,
+}
+
+impl Inner {
+    /// The connection reads go to: the writing one when it is here, else the reader.
+    fn read_conn(&self) -> rusqlite::Result<&Connection> {
+        self.conn
+            .as_ref()
+            .or(self.reader.as_ref())
+            .ok_or(rusqlite::Error::InvalidQuery)
+    }
+
+    /// The writing connection (callers first wait for a background commit).
+    fn conn(&self) -> Result<&Connection> {
+        self.conn
+            .as_ref()
+            .context("the database connection was lost in a failed background commit")
+    }
 }
 
 /// Where a projection stands in the source, committed with its tables.
@@ -108,7 +146,18 @@ fn get_row(
     if let Some(row) = inner.window.get(schema, ti, key) {
         return Ok(row);
     }
-    Ok(read_row(&inner.conn, t, key)?)
+    let Inner {
+        committing,
+        scratch,
+        ..
+    } = inner;
+    if let Some(row) = committing
+        .as_ref()
+        .and_then(|w| w.held(schema, ti, key, scratch))
+    {
+        return Ok(row);
+    }
+    Ok(read_row(inner.read_conn()?, t, key)?)
 }
 
 /// One stored row by primary key (through the open transaction).
@@ -205,20 +254,65 @@ impl ProjectionDb {
         };
         Ok(ProjectionDb {
             inner: Arc::new(Mutex::new(Inner {
-                conn,
+                conn: Some(conn),
                 window,
+                committing: None,
+                reader: None,
+                scratch: Vec::new(),
                 rows_written: 0,
             })),
             schema,
+            path,
             pending: None,
             in_transaction: false,
+            begun: false,
+            committing: None,
         })
     }
 
+    /// Wait for the background commit, if one is being written; if it failed, the
+    /// batches applied since are given up too (they built on it) and the error returned.
+    fn settle(&mut self) -> Result<()> {
+        let Some(handle) = self.committing.take() else {
+            return Ok(());
+        };
+        let joined = handle.join();
+        let mut inner = lock(&self.inner);
+        inner.committing = None;
+        let failed = match joined {
+            Ok((conn, written)) => {
+                inner.conn = Some(conn);
+                match written {
+                    Ok(n) => {
+                        inner.rows_written += n;
+                        return Ok(());
+                    }
+                    Err(e) => anyhow::Error::from(e),
+                }
+            }
+            Err(_) => anyhow::anyhow!("the background commit panicked"),
+        };
+        drop(inner);
+        self.abandon();
+        Err(failed.context("committing"))
+    }
+
+    /// Run `BEGIN` on the writing connection if it has not been yet (after waiting for
+    /// a background commit).
+    fn ensure_begun(&mut self) -> Result<()> {
+        self.settle()?;
+        if !self.begun {
+            lock(&self.inner).conn()?.execute_batch("BEGIN")?;
+            self.begun = true;
+        }
+        Ok(())
+    }
+
     /// The committed checkpoint, or None before the first batch.
-    pub fn checkpoint(&self) -> Result<Option<Checkpoint>> {
+    pub fn checkpoint(&mut self) -> Result<Option<Checkpoint>> {
+        self.settle()?;
         Ok(lock(&self.inner)
-            .conn
+            .conn()?
             .query_row("SELECT commit_position, prepare_position, events FROM _projector_checkpoint WHERE id = 0", [], |r| {
                 Ok(Checkpoint {
                     position: Position { commit: r.get::<_, i64>(0)? as u64, prepare: r.get::<_, i64>(1)? as u64 },
@@ -249,31 +343,75 @@ impl ProjectionDb {
     }
 
     /// Start a transaction that may span several batches (committed by [`Self::commit`]).
+    /// SQLite's `BEGIN` waits for the first write that needs it.
     pub fn begin(&mut self) -> Result<()> {
-        if !self.in_transaction {
-            lock(&self.inner).conn.execute_batch("BEGIN")?;
-            self.in_transaction = true;
-        }
+        self.in_transaction = true;
         Ok(())
     }
 
     /// Write the window and the checkpoint, and commit every batch applied since
-    /// [`Self::begin`]; false when none was open. On failure nothing of them is kept.
+    /// [`Self::begin`], before returning; false when none was open. On failure nothing
+    /// of them is kept.
     pub fn commit(&mut self) -> Result<bool> {
         if !self.in_transaction {
+            self.settle()?;
             return Ok(false);
         }
+        self.ensure_begun()?;
         let mut inner = lock(&self.inner);
         let written = flush(&mut inner, &self.schema).and_then(|()| {
+            let conn = inner.read_conn()?;
             if let Some(cp) = self.pending.take() {
-                write_checkpoint(&inner.conn, cp)?;
+                write_checkpoint(conn, cp)?;
             }
-            inner.conn.execute_batch("COMMIT")
+            conn.execute_batch("COMMIT")
         });
         if let Err(e) = written {
             drop(inner);
             self.abandon();
             return Err(anyhow::Error::from(e).context("committing"));
+        }
+        self.in_transaction = false;
+        self.begun = false;
+        Ok(true)
+    }
+
+    /// As [`Self::commit`], but written and committed on a thread of its own while the
+    /// next batches run (the previous background commit is waited for first; its error,
+    /// if any, is returned here). Commits in place when the transaction was begun.
+    pub fn commit_in_background(&mut self) -> Result<bool> {
+        self.settle()?;
+        if !self.in_transaction {
+            return Ok(false);
+        }
+        if self.begun {
+            return self.commit();
+        }
+        let mut inner = lock(&self.inner);
+        if inner.reader.is_none() {
+            inner.reader = Some(open_reader(&self.path)?);
+        }
+        let conn = inner
+            .conn
+            .take()
+            .context("the database connection was lost in a failed background commit")?;
+        let rows = Arc::new(inner.window.take_rows());
+        inner.committing = Some(rows.clone());
+        drop(inner);
+        let (schema, checkpoint) = (self.schema.clone(), self.pending.take());
+        let handle = std::thread::Builder::new()
+            .name(format!("commit-{}", self.schema.name))
+            .spawn(move || {
+                let written = write_and_commit(&conn, &schema, &rows, checkpoint);
+                (conn, written)
+            });
+        match handle {
+            Ok(h) => self.committing = Some(h),
+            Err(e) => {
+                // No thread: the connection went with the closure; nothing was written.
+                self.abandon();
+                return Err(anyhow::Error::from(e).context("starting a background commit"));
+            }
         }
         self.in_transaction = false;
         Ok(true)
@@ -300,17 +438,39 @@ impl ProjectionDb {
         }
         let count = ops.len();
         let mut inner = lock(&self.inner);
-        let Inner { conn, window, .. } = &mut *inner;
+        let Inner {
+            conn,
+            window,
+            committing,
+            reader,
+            scratch,
+            ..
+        } = &mut *inner;
         window.apply(&schema, ops, &plan, |table, key| {
+            if let Some(row) = committing
+                .as_ref()
+                .and_then(|w| w.held(&schema, table, key, scratch))
+            {
+                return Ok(row);
+            }
+            let conn = conn.as_ref().or(reader.as_ref());
+            let conn = conn.ok_or(rusqlite::Error::InvalidQuery)?;
             Ok(read_row(conn, &schema.tables[table], key)?)
         })?;
         self.pending = Some(checkpoint);
         if window.len() >= MAX_ROWS {
+            drop(inner);
             // Into the open transaction (not committed): memory stays bounded.
-            if let Err(e) = flush(&mut inner, &schema) {
-                drop(inner);
+            let flushed = match self.ensure_begun() {
+                Ok(()) => flush(&mut lock(&self.inner), &schema).map_err(OpError::from),
+                Err(e) => Err(OpError::Sql(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+                    Some(format!("{e:#}")),
+                ))),
+            };
+            if let Err(e) = flushed {
                 self.abandon();
-                return Err(e.into());
+                return Err(e);
             }
         }
         Ok(count)
@@ -320,25 +480,30 @@ impl ProjectionDb {
     fn abandon(&mut self) {
         let mut inner = lock(&self.inner);
         inner.window.reset();
-        if let Err(e) = inner.conn.execute_batch("ROLLBACK") {
+        if self.begun
+            && let Some(conn) = &inner.conn
+            && let Err(e) = conn.execute_batch("ROLLBACK")
+        {
             tracing::debug!("rolling back after a failed write: {e}");
         }
         self.pending = None;
         self.in_transaction = false;
+        self.begun = false;
     }
 
     /// Run `f`, then undo whatever it wrote (to find which event of a failed batch fails).
     pub fn rolled_back<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> Result<R> {
+        self.ensure_begun()?;
         let window = {
             let inner = lock(&self.inner);
-            inner.conn.execute_batch("SAVEPOINT probe")?;
+            inner.conn()?.execute_batch("SAVEPOINT probe")?;
             inner.window.clone()
         };
         let pending = self.pending;
         let r = f(self);
         let mut inner = lock(&self.inner);
         inner
-            .conn
+            .conn()?
             .execute_batch("ROLLBACK TO probe; RELEASE probe")?;
         inner.window = window;
         self.pending = pending;
@@ -352,8 +517,9 @@ impl ProjectionDb {
         event: Option<&Event>,
         error: &str,
     ) -> Result<()> {
+        self.ensure_begun()?;
         lock(&self.inner)
-            .conn
+            .conn()?
             .prepare_cached(
                 "INSERT INTO _projector_dead_letters (commit_position, prepare_position, event_id, event_type, stream_id, error)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -370,10 +536,11 @@ impl ProjectionDb {
     }
 
     /// Dead letters, oldest position first: (row id, position).
-    pub fn dead_letters(&self) -> Result<Vec<(i64, Position)>> {
+    pub fn dead_letters(&mut self) -> Result<Vec<(i64, Position)>> {
+        self.settle()?;
         let inner = lock(&self.inner);
         let mut stmt = inner
-            .conn
+            .conn()?
             .prepare("SELECT rowid, commit_position, prepare_position FROM _projector_dead_letters ORDER BY commit_position")?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -389,13 +556,15 @@ impl ProjectionDb {
 
     /// Settle a dead letter: remove it (`error` None) or record why it still fails.
     pub fn settle_dead_letter(&mut self, rowid: i64, error: Option<&str>) -> Result<()> {
+        self.settle()?;
         let inner = lock(&self.inner);
+        let conn = inner.conn()?;
         match error {
-            None => inner.conn.execute(
+            None => conn.execute(
                 "DELETE FROM _projector_dead_letters WHERE rowid = ?1",
                 [rowid],
             )?,
-            Some(e) => inner.conn.execute(
+            Some(e) => conn.execute(
                 "UPDATE _projector_dead_letters SET error = ?2 WHERE rowid = ?1",
                 params![rowid, e],
             )?,
@@ -407,32 +576,77 @@ impl ProjectionDb {
 /// Write every row of the window into the open transaction, once each, by statements
 /// prepared once per table.
 fn flush(inner: &mut Inner, schema: &Schema) -> rusqlite::Result<()> {
-    let Inner {
-        conn,
-        window,
-        rows_written,
-    } = inner;
-    if window.len() == 0 {
+    if inner.window.len() == 0 {
         return Ok(());
     }
+    let conn = inner.conn.as_ref().ok_or(rusqlite::Error::InvalidQuery)?;
+    inner.rows_written += write_rows(conn, schema, inner.window.rows())?;
+    inner.window.take_rows();
+    Ok(())
+}
+
+/// Write `rows` into the open transaction, once each, by statements prepared once per
+/// table; returns how many.
+fn write_rows<'a>(
+    conn: &Connection,
+    schema: &Schema,
+    rows: impl Iterator<Item = &'a (usize, Pending)>,
+) -> rusqlite::Result<u64> {
     let mut upserts = Vec::with_capacity(schema.tables.len());
     let mut deletes = Vec::with_capacity(schema.tables.len());
     for t in &schema.tables {
         upserts.push(conn.prepare_cached(&t.upsert_sql)?);
         deletes.push(conn.prepare_cached(&t.delete_sql)?);
     }
-    for (table, state) in window.drain() {
-        let (stmt, values) = match &state {
-            Pending::Row(row) => (&mut upserts[table], row),
-            Pending::Deleted(key) => (&mut deletes[table], key),
+    let mut written = 0;
+    for (table, state) in rows {
+        let (stmt, values) = match state {
+            Pending::Row(row) => (&mut upserts[*table], row),
+            Pending::Deleted(key) => (&mut deletes[*table], key),
         };
         for (i, v) in values.iter().enumerate() {
             stmt.raw_bind_parameter(i + 1, Sql(v))?;
         }
         stmt.raw_execute()?;
-        *rows_written += 1;
+        written += 1;
     }
-    Ok(())
+    Ok(written)
+}
+
+/// A background commit: `BEGIN`, the rows, the checkpoint, `COMMIT` (or `ROLLBACK` and
+/// the error). Returns the rows written.
+fn write_and_commit(
+    conn: &Connection,
+    schema: &Schema,
+    rows: &Window,
+    checkpoint: Option<Checkpoint>,
+) -> rusqlite::Result<u64> {
+    conn.execute_batch("BEGIN")?;
+    let written = write_rows(conn, schema, rows.rows()).and_then(|n| {
+        if let Some(cp) = checkpoint {
+            write_checkpoint(conn, cp)?;
+        }
+        conn.execute_batch("COMMIT").map(|()| n)
+    });
+    if written.is_err()
+        && let Err(e) = conn.execute_batch("ROLLBACK")
+    {
+        tracing::debug!("rolling back a failed background commit: {e}");
+    }
+    written
+}
+
+/// The read-only connection of a build, for reads while a commit is written.
+fn open_reader(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("opening {} to read", path.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.execute_batch("PRAGMA cache_size=-16384; PRAGMA mmap_size=268435456;")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
 }
 
 fn write_checkpoint(conn: &Connection, cp: Checkpoint) -> rusqlite::Result<()> {
@@ -451,6 +665,11 @@ fn write_checkpoint(conn: &Connection, cp: Checkpoint) -> rusqlite::Result<()> {
 
 impl Drop for ProjectionDb {
     fn drop(&mut self) {
+        // A background commit finishes (or fails, and is rolled back) before the file
+        // is let go.
+        if let Err(e) = self.settle() {
+            tracing::warn!(projection = %self.schema.name, "{e:#}");
+        }
         // Uncommitted batches are simply not there on the next start; say so if it happens.
         if self.in_transaction {
             tracing::debug!(projection = %self.schema.name, "closing with an open transaction: rolled back");
@@ -575,6 +794,82 @@ mod tests {
         );
         db.commit().expect("commit");
         assert_eq!(db.checkpoint().expect("checkpoint"), Some(cp(1)));
+    }
+
+    #[test]
+    fn batches_after_a_background_commit_read_its_rows_and_commit_on_top_of_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut db = open(dir.path());
+        db.begin().expect("begin");
+        db.apply_batch(vec![row("a", 1), row("gone", 1)], cp(1), LIMITS)
+            .expect("batch");
+        db.commit().expect("commit");
+        // Another writer holds the write lock: the background commit below cannot write
+        // until it lets go, so the batches after it surely run while it is in flight.
+        let other = Connection::open(build_path(dir.path(), "p", 1, 1)).expect("open");
+        other.execute_batch("BEGIN IMMEDIATE").expect("lock");
+        db.begin().expect("begin");
+        let delete = Op::Delete(crate::wit::KeyOp {
+            table: "t".into(),
+            key: vec![Value::Text("gone".into())],
+        });
+        db.apply_batch(vec![inc("a", 1), row("b", 7), delete], cp(2), LIMITS)
+            .expect("batch");
+        assert!(db.commit_in_background().expect("started"));
+        db.begin().expect("begin");
+        // Read from the window in flight (a, b, gone), not from SQLite (a = 1, no b).
+        assert_eq!(
+            (n(&db, "a"), n(&db, "b"), n(&db, "gone")),
+            (Some(2), Some(7), None)
+        );
+        db.apply_batch(
+            vec![inc("a", 10), inc("b", 1), inc("gone", 1)],
+            cp(3),
+            LIMITS,
+        )
+        .expect("batch");
+        other.execute_batch("COMMIT").expect("unlock");
+        db.commit().expect("commit");
+        let stored = |k: &str| -> i64 {
+            other
+                .query_row("SELECT n FROM t WHERE k = ?1", [k], |r| r.get(0))
+                .expect("row")
+        };
+        assert_eq!((stored("a"), stored("b"), stored("gone")), (12, 8, 1));
+        assert_eq!(db.checkpoint().expect("checkpoint"), Some(cp(3)));
+    }
+
+    #[test]
+    fn a_failed_background_commit_is_reported_and_gives_up_the_batches_after_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut db = open(dir.path());
+        db.begin().expect("begin");
+        db.apply_batch(vec![row("a", 1)], cp(1), LIMITS)
+            .expect("batch");
+        db.commit().expect("commit");
+        // From here on, every new row is refused by SQLite.
+        let other = Connection::open(build_path(dir.path(), "p", 1, 1)).expect("open");
+        other
+            .execute_batch(
+                "CREATE TRIGGER refuse BEFORE INSERT ON t BEGIN SELECT RAISE(ABORT, 'disk says no'); END;",
+            )
+            .expect("trigger");
+        db.begin().expect("begin");
+        db.apply_batch(vec![row("b", 1)], cp(2), LIMITS)
+            .expect("batch");
+        assert!(db.commit_in_background().expect("started"));
+        // A batch built on the failing commit: it must not land either.
+        db.begin().expect("begin");
+        db.apply_batch(vec![inc("a", 5)], cp(3), LIMITS)
+            .expect("batch");
+        let err = db.commit().expect_err("the background commit failed");
+        assert!(format!("{err:#}").contains("disk says no"), "{err:#}");
+        assert!(
+            !db.commit().expect("nothing left"),
+            "later batches are given up"
+        );
+        assert_eq!(db.checkpoint().expect("checkpoint"), Some(cp(1)));
+        assert_eq!((n(&db, "a"), n(&db, "b")), (Some(1), None));
     }
 
     #[test]

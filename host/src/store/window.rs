@@ -132,6 +132,40 @@ impl Window {
         self.slots.len()
     }
 
+    /// Move the rows held into a window of their own (to be written while this one
+    /// goes on); this one keeps the keys written.
+    pub(crate) fn take_rows(&mut self) -> Window {
+        self.undo.clear();
+        Window {
+            index: std::mem::take(&mut self.index),
+            slots: std::mem::take(&mut self.slots),
+            ..Window::default()
+        }
+    }
+
+    /// Every row held, in first-touch order (table index, last state).
+    pub(crate) fn rows(&self) -> impl Iterator<Item = &(usize, Pending)> {
+        self.slots.iter()
+    }
+
+    /// The row of `table` keyed `key` if this window holds it (`Some(None)`: deleted);
+    /// `scratch` takes the encoded key.
+    pub(crate) fn held(
+        &self,
+        schema: &Schema,
+        table: usize,
+        key: &[Value],
+        scratch: &mut Vec<u8>,
+    ) -> Option<Option<Vec<Value>>> {
+        let t = &schema.tables[table];
+        encode_key(scratch, table, t, key.iter().zip(&t.primary_key));
+        let &slot = self.index.get(scratch.as_slice())?;
+        Some(match &self.slots[slot].1 {
+            Pending::Row(row) => Some(row.clone()),
+            Pending::Deleted(_) => None,
+        })
+    }
+
     /// The row of `table` keyed `key` as the window has it: `Some(None)` when deleted or
     /// never written since the tables were empty, `None` when only SQLite knows.
     pub(crate) fn get(
@@ -248,12 +282,6 @@ impl Window {
                 Undo::Replaced(slot, old) => self.slots[slot].1 = old,
             }
         }
-    }
-
-    /// Take every row out, in first-touch order (table index, last state).
-    pub(crate) fn drain(&mut self) -> std::vec::Drain<'_, (usize, Pending)> {
-        self.index.clear();
-        self.slots.drain(..)
     }
 }
 
