@@ -4,7 +4,8 @@
 //! → `module.handle` (one fresh instance per batch) → `db.apply_batch` (ops and
 //! checkpoint into the commit window, whole or not at all) → `db.commit` (the window's
 //! rows written once each, every batch when live; every `commit_events` /
-//! `commit_interval_ms` while catching up).
+//! `commit_interval_ms` while catching up, then on a thread of its own while the next
+//! batches run: `db.commit_in_background`).
 //!
 //! A runner writes only its own build's database. It never writes the catalog: it
 //! reports each [`Transition`] to whoever records them (the registry, or an offline
