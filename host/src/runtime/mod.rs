@@ -4,7 +4,7 @@
 //! A fresh instance per batch (~tens of µs for a Rust guest) means a module can keep
 //! no hidden state between batches, so replays are deterministic whatever the batch
 //! boundaries, and a trap never leaves a broken instance behind. Instances come from a
-//! pool whose memory stays mapped between them ([`pool`]), so a batch does not start by
+//! pool whose memory stays mapped between them (`pool.rs`), so a batch does not start by
 //! faulting in every page it touches.
 //!
 //! The runtime knows nothing of storage: a module reads its rows through a
