@@ -82,20 +82,24 @@ struct Inner {
     rows_written: u64,
 }
 
+/// The error of a read or write after the writing connection was lost (its background
+/// commit panicked or could not start).
+fn lost() -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISUSE),
+        Some("the database connection was lost in a failed background commit".into()),
+    )
+}
+
 impl Inner {
     /// The connection reads go to: the writing one when it is here, else the reader.
     fn read_conn(&self) -> rusqlite::Result<&Connection> {
-        self.conn
-            .as_ref()
-            .or(self.reader.as_ref())
-            .ok_or(rusqlite::Error::InvalidQuery)
+        self.conn.as_ref().or(self.reader.as_ref()).ok_or_else(lost)
     }
 
     /// The writing connection (callers first wait for a background commit).
-    fn conn(&self) -> Result<&Connection> {
-        self.conn
-            .as_ref()
-            .context("the database connection was lost in a failed background commit")
+    fn conn(&self) -> rusqlite::Result<&Connection> {
+        self.conn.as_ref().ok_or_else(lost)
     }
 }
 
@@ -360,7 +364,7 @@ impl ProjectionDb {
         self.ensure_begun()?;
         let mut inner = lock(&self.inner);
         let written = flush(&mut inner, &self.schema).and_then(|()| {
-            let conn = inner.read_conn()?;
+            let conn = inner.conn.as_ref().ok_or_else(lost)?;
             if let Some(cp) = self.pending.take() {
                 write_checkpoint(conn, cp)?;
             }
@@ -391,10 +395,7 @@ impl ProjectionDb {
         if inner.reader.is_none() {
             inner.reader = Some(open_reader(&self.path)?);
         }
-        let conn = inner
-            .conn
-            .take()
-            .context("the database connection was lost in a failed background commit")?;
+        let conn = inner.conn.take().ok_or_else(lost)?;
         let rows = Arc::new(inner.window.take_rows());
         inner.committing = Some(rows.clone());
         drop(inner);
@@ -454,7 +455,7 @@ impl ProjectionDb {
                 return Ok(row);
             }
             let conn = conn.as_ref().or(reader.as_ref());
-            let conn = conn.ok_or(rusqlite::Error::InvalidQuery)?;
+            let conn = conn.ok_or_else(lost)?;
             Ok(read_row(conn, &schema.tables[table], key)?)
         })?;
         self.pending = Some(checkpoint);
@@ -480,6 +481,7 @@ impl ProjectionDb {
     fn abandon(&mut self) {
         let mut inner = lock(&self.inner);
         inner.window.reset();
+        inner.committing = None;
         if self.begun
             && let Some(conn) = &inner.conn
             && let Err(e) = conn.execute_batch("ROLLBACK")
@@ -579,7 +581,7 @@ fn flush(inner: &mut Inner, schema: &Schema) -> rusqlite::Result<()> {
     if inner.window.len() == 0 {
         return Ok(());
     }
-    let conn = inner.conn.as_ref().ok_or(rusqlite::Error::InvalidQuery)?;
+    let conn = inner.conn.as_ref().ok_or_else(lost)?;
     inner.rows_written += write_rows(conn, schema, inner.window.rows())?;
     inner.window.take_rows();
     Ok(())
