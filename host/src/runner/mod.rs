@@ -49,7 +49,8 @@ pub enum Transition {
     Started,
     /// It took new code of the same version (module hash).
     Swapped(String),
-    /// It committed; the counters at that commit.
+    /// It committed (while catching up: handed its commit to a background thread, which
+    /// the next commit waits for); the counters at that commit.
     Committed(Accounting),
     /// It reached the end of the source for the first time.
     CaughtUp,
@@ -476,7 +477,12 @@ impl Runner {
                     .map(|_| describe_event(event))
             })
         });
-        (found.ok().flatten(), fault)
+        let found = found.unwrap_or_else(|e| {
+            // The probe could not run (a background commit failed): say so, keep the fault.
+            tracing::error!(projection = %self.name(), "{e:#}");
+            None
+        });
+        (found, fault)
     }
 
     /// Stop on a fault: keep what earlier batches applied, report it, return it.

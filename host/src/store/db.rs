@@ -53,16 +53,17 @@ fn from_sql(v: ValueRef<'_>) -> Value {
 /// the writing connection first waits for it to come back.
 pub struct ProjectionDb {
     /// Shared with the [`TableReader`]s lent to the module for `get`, which read through
-    /// the window and the open transaction (read-your-writes across a commit's batches).
+    /// the window, the window in flight and SQLite (read-your-writes across commits).
     inner: Arc<Mutex<Inner>>,
     schema: Arc<Schema>,
     path: PathBuf,
     /// The checkpoint of the last batch applied, written at commit.
     pending: Option<Checkpoint>,
-    /// Batches were applied since the last commit.
+    /// A transaction is open (since [`Self::begin`]): batches may be applied.
     in_transaction: bool,
     /// `BEGIN` was run on the writing connection (something was written to it directly:
-    /// a dead letter, a window too large to hold); such a transaction commits in place.
+    /// a dead letter, a window too large to hold, a probe); such a transaction commits
+    /// in place.
     begun: bool,
     /// The commit being written in the background: the connection and rows it wrote.
     committing: Option<JoinHandle<(Connection, rusqlite::Result<u64>)>>,
@@ -78,7 +79,8 @@ struct Inner {
     /// Read-only, for reads while the writing connection is away (opened on first use).
     reader: Option<Connection>,
     scratch: Vec<u8>,
-    /// Rows written by flushes (each the last state of a row over its window).
+    /// Rows written by flushes and background commits (each the last state of a row
+    /// over its window).
     rows_written: u64,
 }
 
@@ -164,7 +166,8 @@ fn get_row(
     Ok(read_row(inner.read_conn()?, t, key)?)
 }
 
-/// One stored row by primary key (through the open transaction).
+/// One stored row by primary key, through `conn` (the writing connection sees the open
+/// transaction; the read-only one, the last commit).
 fn read_row(
     conn: &Connection,
     t: &TableSchema,
@@ -558,7 +561,8 @@ impl ProjectionDb {
 
     /// Settle a dead letter: remove it (`error` None) or record why it still fails.
     pub fn settle_dead_letter(&mut self, rowid: i64, error: Option<&str>) -> Result<()> {
-        self.settle()?;
+        // In the transaction with the retried event's rows: both land or neither does.
+        self.ensure_begun()?;
         let inner = lock(&self.inner);
         let conn = inner.conn()?;
         match error {
@@ -839,6 +843,27 @@ mod tests {
         };
         assert_eq!((stored("a"), stored("b"), stored("gone")), (12, 8, 1));
         assert_eq!(db.checkpoint().expect("checkpoint"), Some(cp(3)));
+    }
+
+    #[test]
+    fn a_dead_letter_is_settled_only_with_the_transaction_that_settles_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut db = open(dir.path());
+        db.begin().expect("begin");
+        db.dead_letter(Position::at(5), None, "boom")
+            .expect("dead letter");
+        db.commit().expect("commit");
+        let letters = db.dead_letters().expect("letters");
+        assert_eq!(letters.len(), 1);
+        // Retried: its rows and its removal go in one transaction, never committed here.
+        db.begin().expect("begin");
+        db.apply_batch(vec![row("a", 1)], cp(6), LIMITS)
+            .expect("batch");
+        db.settle_dead_letter(letters[0].0, None).expect("settle");
+        drop(db);
+        let mut db = open(dir.path());
+        assert_eq!(db.dead_letters().expect("letters").len(), 1);
+        assert_eq!(n(&db, "a"), None);
     }
 
     #[test]
