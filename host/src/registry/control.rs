@@ -94,6 +94,21 @@ impl Registry {
     /// Clear a fault or a pause of `name` and run it again.
     pub fn resume_projection(&mut self, name: &str) -> Result<String> {
         let cleared = self.recorder.catalog().resume(name)?;
+        if cleared {
+            // A runner reports its pause or fault before it has closed its build: let it
+            // finish (briefly) and collect it, so the projection starts again below.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while self
+                .slots
+                .get(name)
+                .and_then(|s| s.owner.as_ref())
+                .is_some_and(|h| !h.thread.is_finished())
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            self.collect()?;
+        }
         let slot = self
             .slots
             .get(name)
