@@ -22,7 +22,7 @@ const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// mimalloc as the host's memory holds what it uses: arenas committed on demand and
 /// freed memory given back after a second. With its defaults, 100 idle projections held
 /// ~1 GiB resident (eager commit: a heap per runner thread), against ~130-150 MiB with
-/// these. Giving memory back at once instead of after a second held no less at idle
+/// these (~180 MiB since the Wasm instance pool keeps its slots' memory resident). Giving memory back at once instead of after a second held no less at idle
 /// but faulted ~55k more pages per 1M events (a batch's memory freed, then taken
 /// again). Set before the first allocation (the first arena is reserved then), so it
 /// runs as an ELF constructor, before the Rust runtime allocates anything.

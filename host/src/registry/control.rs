@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, Result};
 
@@ -97,15 +97,15 @@ impl Registry {
         if cleared {
             // A runner reports its pause or fault before it has closed its build: let it
             // finish (briefly) and collect it, so the projection starts again below.
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            let deadline = Instant::now() + Duration::from_secs(2);
             while self
                 .slots
                 .get(name)
                 .and_then(|s| s.owner.as_ref())
                 .is_some_and(|h| !h.thread.is_finished())
-                && std::time::Instant::now() < deadline
+                && Instant::now() < deadline
             {
-                std::thread::sleep(std::time::Duration::from_millis(10));
+                std::thread::sleep(Duration::from_millis(10));
             }
             self.collect()?;
         }

@@ -94,11 +94,6 @@ fn lost() -> rusqlite::Error {
 }
 
 impl Inner {
-    /// The connection reads go to: the writing one when it is here, else the reader.
-    fn read_conn(&self) -> rusqlite::Result<&Connection> {
-        self.conn.as_ref().or(self.reader.as_ref()).ok_or_else(lost)
-    }
-
     /// The writing connection (callers first wait for a background commit).
     fn conn(&self) -> rusqlite::Result<&Connection> {
         self.conn.as_ref().ok_or_else(lost)
@@ -153,17 +148,36 @@ fn get_row(
         return Ok(row);
     }
     let Inner {
+        conn,
         committing,
+        reader,
         scratch,
         ..
     } = inner;
+    Ok(stored_row(
+        committing, reader, conn, scratch, schema, ti, key,
+    )?)
+}
+
+/// A row the window does not hold: from the window a background commit is writing, else
+/// from SQLite (through the writing connection when it is here, else the read-only one).
+fn stored_row(
+    committing: &Option<Arc<Window>>,
+    reader: &Option<Connection>,
+    conn: &Option<Connection>,
+    scratch: &mut Vec<u8>,
+    schema: &Schema,
+    table: usize,
+    key: &[Value],
+) -> rusqlite::Result<Option<Vec<Value>>> {
     if let Some(row) = committing
         .as_ref()
-        .and_then(|w| w.held(schema, ti, key, scratch))
+        .and_then(|w| w.held(schema, table, key, scratch))
     {
         return Ok(row);
     }
-    Ok(read_row(inner.read_conn()?, t, key)?)
+    let conn = conn.as_ref().or(reader.as_ref()).ok_or_else(lost)?;
+    read_row(conn, &schema.tables[table], key)
 }
 
 /// One stored row by primary key, through `conn` (the writing connection sees the open
@@ -367,7 +381,7 @@ impl ProjectionDb {
         self.ensure_begun()?;
         let mut inner = lock(&self.inner);
         let written = flush(&mut inner, &self.schema).and_then(|()| {
-            let conn = inner.conn.as_ref().ok_or_else(lost)?;
+            let conn = inner.conn()?;
             if let Some(cp) = self.pending.take() {
                 write_checkpoint(conn, cp)?;
             }
@@ -451,15 +465,9 @@ impl ProjectionDb {
             ..
         } = &mut *inner;
         window.apply(&schema, ops, &plan, |table, key| {
-            if let Some(row) = committing
-                .as_ref()
-                .and_then(|w| w.held(&schema, table, key, scratch))
-            {
-                return Ok(row);
-            }
-            let conn = conn.as_ref().or(reader.as_ref());
-            let conn = conn.ok_or_else(lost)?;
-            Ok(read_row(conn, &schema.tables[table], key)?)
+            Ok(stored_row(
+                committing, reader, conn, scratch, &schema, table, key,
+            )?)
         })?;
         self.pending = Some(checkpoint);
         if window.len() >= MAX_ROWS {
@@ -585,8 +593,7 @@ fn flush(inner: &mut Inner, schema: &Schema) -> rusqlite::Result<()> {
     if inner.window.len() == 0 {
         return Ok(());
     }
-    let conn = inner.conn.as_ref().ok_or_else(lost)?;
-    inner.rows_written += write_rows(conn, schema, inner.window.rows())?;
+    inner.rows_written += write_rows(inner.conn()?, schema, inner.window.rows())?;
     inner.window.take_rows();
     Ok(())
 }

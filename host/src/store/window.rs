@@ -174,19 +174,14 @@ impl Window {
         table: usize,
         key: &[Value],
     ) -> Option<Option<Vec<Value>>> {
-        let t = &schema.tables[table];
-        encode_key(&mut self.scratch, table, t, key.iter().zip(&t.primary_key));
-        let Some(&slot) = self.index.get(self.scratch.as_slice()) else {
-            let never = self
-                .written
-                .as_ref()
-                .is_some_and(|w| !w.may_hold(&self.scratch));
-            return (never && exact(t, key)).then_some(None);
-        };
-        Some(match &self.slots[slot].1 {
-            Pending::Row(row) => Some(row.clone()),
-            Pending::Deleted(_) => None,
-        })
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let row = self.held(schema, table, key, &mut scratch).or_else(|| {
+            // `scratch` holds the encoded key.
+            let never = self.written.as_ref().is_some_and(|w| !w.may_hold(&scratch));
+            (never && exact(&schema.tables[table], key)).then_some(None)
+        });
+        self.scratch = scratch;
+        row
     }
 
     /// Apply one batch's validated ops (`plan` from [`super::ops::validate`]), all or
