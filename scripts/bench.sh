@@ -77,7 +77,7 @@ source = "$work/events.ndjson"
 data = "data"
 modules = "modules"
 [batch]
-max_events = 10000
+max_events = 50000
 commit_events = 200000
 [limits]
 fuel_per_event = $fuel

@@ -146,7 +146,7 @@ pub enum WatchMode {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BatchSettings {
-    /// Events per call into a module...
+    /// Events per call into a module (a cap: live batches are what has arrived)...
     pub max_events: usize,
     /// ...or what arrived within this many milliseconds, whichever comes first.
     pub max_wait_ms: u64,
@@ -167,7 +167,10 @@ pub struct BatchSettings {
 impl Default for BatchSettings {
     fn default() -> Self {
         BatchSettings {
-            max_events: 10_000,
+            // Measured: 50,000 against 10,000 cut the CPU of both shop projections by
+            // 10% (six pairs). An order's later events fall in the batch that created
+            // it, so the module's overlay answers their `get`s instead of the host.
+            max_events: 50_000,
             max_wait_ms: 200,
             commit_events: 200_000,
             commit_interval_ms: 1000,

@@ -1,6 +1,7 @@
 //! One runner per projection build: source → module → ops → SQLite, batch after batch.
 //!
-//! The path of an event: `source.read_batch` (filtered by the manifest's interests)
+//! The path of an event: `source.read_batch` (filtered by the manifest's interests; as
+//! many events as `pace` sizes from the module's speed, up to `max_events`)
 //! → `module.handle` (one fresh instance per batch) → `db.apply_batch` (ops and
 //! checkpoint into the commit window, whole or not at all) → `db.commit` (the window's
 //! rows written once each, every batch when live; every `commit_events` /
@@ -12,6 +13,7 @@
 //! command), which decides what the transition means for the projection (a caught-up
 //! rebuild takes over; a runner that lost the projection is not listened to).
 
+mod pace;
 mod stats;
 
 use std::path::PathBuf;
@@ -21,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 
+use pace::Pace;
 pub use stats::{BATCH_BUCKETS_MS, ProjectionReport, Stats, add_time};
 
 use crate::config::{BatchSettings, Config, ErrorPolicy};
@@ -161,6 +164,8 @@ struct Open {
     uncommitted: u64,
     last_commit: Instant,
     caught_up: bool,
+    /// How many events the next batch asks for.
+    pace: Pace,
 }
 
 impl Runner {
@@ -321,6 +326,7 @@ impl Runner {
             uncommitted: 0,
             last_commit: Instant::now(),
             caught_up: false,
+            pace: Pace::new(self.batch.max_events, self.module.limits().timeout_ms),
         })
     }
 
@@ -331,7 +337,7 @@ impl Runner {
         let started = t0;
         let read = o.source.read_batch(
             &mut o.events,
-            self.batch.max_events,
+            o.pace.next(),
             Duration::from_millis(self.batch.max_wait_ms),
         );
         add_time(&self.stats.read_ns, t0);
@@ -376,7 +382,15 @@ impl Runner {
         };
         o.db.begin()?;
         let events = o.events.refs();
-        let outcome = match self.process(&mut o.db, &events, next) {
+        let wasm_before = self.stats.wasm_ns.load(Ordering::Relaxed);
+        let outcome = self.process(&mut o.db, &events, next);
+        let wasm_ns = self
+            .stats
+            .wasm_ns
+            .load(Ordering::Relaxed)
+            .saturating_sub(wasm_before);
+        o.pace.measured(events.len(), Duration::from_nanos(wasm_ns));
+        let outcome = match outcome {
             Err(fault)
                 if self.policy != ErrorPolicy::Stop
                     && !matches!(fault, Fault::Ops(OpError::Sql(_))) =>

@@ -22,7 +22,8 @@ use wasmtime::PoolingAllocationConfig;
 
 /// Bytes of each memory slot kept resident between instances (reset with `memset`, not
 /// given back to the kernel): a shop projection's memory grows to 7–9 MiB over a batch
-/// of 10,000 events.
+/// of 10,000 events, 22–34 MiB over 50,000 (above this, pages past it fault in again;
+/// more would multiply by the slots what an idle host keeps).
 pub const KEEP_RESIDENT: usize = 16 << 20;
 
 /// Per component: core instances (componentize-py makes ~40), memories and tables.
