@@ -356,7 +356,8 @@ fn bench_esdb_path_against_the_raw_client() {
     ] {
         let sub = tempfile::tempdir().unwrap();
         let mut cfg = esdb_config(sub.path(), &server, names);
-        cfg.batch.max_events = 10_000;
+        // The defaults a user runs with (the tests' config has small batches).
+        cfg.batch.max_events = projector::config::BatchSettings::default().max_events;
         cfg.batch.commit_events = 200_000;
         let summary = run_once(&cfg);
         assert!(summary.ok(), "{summary:?}");
