@@ -3,7 +3,10 @@
 
 use rustc_hash::FxHashMap;
 
-use crate::bindings::projector::projection0_1_0::{read_model, types as wit};
+use crate::batch::OpWriter;
+use crate::bindings::projector::projection0_1_0::read_model;
+#[cfg(test)]
+use crate::bindings::projector::projection0_1_0::types as wit;
 use crate::value::IntoKey;
 use crate::{Error, Kind, Manifest, Result, Value};
 
@@ -11,8 +14,14 @@ use crate::{Error, Kind, Manifest, Result, Value};
 pub(crate) struct TableInfo {
     name: String,
     columns: Vec<(String, Kind, bool)>,
-    by_name: FxHashMap<String, usize>,
     primary_key: Vec<usize>,
+}
+
+/// Where `name` is among `columns`. A scan: a table has a handful of columns, and
+/// names of another length are passed over without comparing their bytes (in a module,
+/// hashing the name cost more than this).
+fn position(columns: &[(String, Kind, bool)], name: &str) -> Option<usize> {
+    columns.iter().position(|c| c.0 == name)
 }
 
 /// The projection's tables, built once from its manifest.
@@ -26,22 +35,15 @@ impl Schema {
             .tables
             .iter()
             .map(|t| {
-                let by_name: FxHashMap<String, usize> = t
-                    .columns
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| (c.0.clone(), i))
-                    .collect();
                 // Unknown key columns are the host's to reject when it validates the manifest.
                 let primary_key = t
                     .primary_key
                     .iter()
-                    .filter_map(|c| by_name.get(c).copied())
+                    .filter_map(|c| position(&t.columns, c))
                     .collect();
                 TableInfo {
                     name: t.name.clone(),
                     columns: t.columns.clone(),
-                    by_name,
                     primary_key,
                 }
             })
@@ -59,9 +61,7 @@ impl Schema {
 
 impl TableInfo {
     fn column(&self, name: &str) -> Result<usize> {
-        self.by_name
-            .get(name)
-            .copied()
+        position(&self.columns, name)
             .ok_or_else(|| Error(format!("table `{}` has no column `{name}`", self.name)))
     }
 
@@ -93,14 +93,13 @@ pub struct Row {
     /// The overlay entry the row was read from, so saving it back needs no lookup.
     slot: Option<usize>,
     columns: &'static [(String, Kind, bool)],
-    by_name: &'static FxHashMap<String, usize>,
     values: Vec<Value>,
 }
 
 impl Row {
     fn index(&self, column: &str) -> usize {
-        match self.by_name.get(column) {
-            Some(&i) => i,
+        match position(self.columns, column) {
+            Some(i) => i,
             // A misspelt column is a bug in the projection, not bad input: fail loudly.
             None => panic!("no column `{column}` in this row's table"),
         }
@@ -248,7 +247,6 @@ impl Ctx {
             table,
             slot,
             columns: &info.columns,
-            by_name: &info.by_name,
             values,
         }
     }
@@ -381,7 +379,31 @@ impl Ctx {
         Ok(())
     }
 
-    /// The coalesced ops of the batch: at most one per touched row.
+    /// The coalesced ops of the batch, packed: at most one per touched row, in
+    /// first-touch order.
+    pub(crate) fn pack_ops(self) -> Vec<u8> {
+        let mut w = OpWriter::with_capacity(self.entries.len());
+        for e in &self.entries {
+            let info = self.info(e.table);
+            match &e.state {
+                State::Clean(_) => {}
+                State::Row(row) => w.op(0, &info.name, row),
+                State::Deleted => w.op(1, &info.name, &e.key),
+                State::Deltas(d) if d.is_empty() => {}
+                State::Deltas(d) => {
+                    w.op(2, &info.name, &e.key);
+                    w.deltas(
+                        d.iter()
+                            .map(|(col, by)| (info.columns[*col].0.as_str(), by)),
+                    );
+                }
+            }
+        }
+        w.finish()
+    }
+
+    /// The coalesced ops of the batch as values (what [`Ctx::pack_ops`] packs).
+    #[cfg(test)]
     pub(crate) fn into_ops(self) -> Vec<wit::Op> {
         let schema = self.schema;
         self.entries
@@ -473,8 +495,41 @@ mod tests {
         })
     }
 
+    /// The ops as text; and packed directly, they are what packing them as values gives.
     fn ops(ctx: Ctx) -> Vec<String> {
-        ctx.into_ops().iter().map(|o| format!("{o:?}")).collect()
+        let packed = ctx.pack_ops_checked();
+        packed.iter().map(|o| format!("{o:?}")).collect()
+    }
+
+    impl Ctx {
+        fn pack_ops_checked(self) -> Vec<wit::Op> {
+            let copy = Ctx {
+                schema: self.schema,
+                base: self.base,
+                entries: self.entries.iter().map(Entry::copy).collect(),
+                index: self.index.clone(),
+                scratch: Vec::new(),
+            };
+            let ops = copy.into_ops();
+            assert_eq!(self.pack_ops(), crate::batch::pack_ops(&ops));
+            ops
+        }
+    }
+
+    impl Entry {
+        fn copy(&self) -> Entry {
+            let state = match &self.state {
+                State::Clean(r) => State::Clean(r.clone()),
+                State::Row(r) => State::Row(r.clone()),
+                State::Deleted => State::Deleted,
+                State::Deltas(d) => State::Deltas(d.clone()),
+            };
+            Entry {
+                table: self.table,
+                key: self.key.clone(),
+                state,
+            }
+        }
     }
 
     #[test]
@@ -528,6 +583,25 @@ mod tests {
             5
         );
         assert!(ctx.get("nope", "x").is_err(), "undeclared table");
+    }
+
+    #[test]
+    fn blind_increments_leave_as_one_increment_per_row() {
+        let mut ctx = Ctx::with_base(schema(), stored);
+        ctx.increment("orders", "a", &[("n", 2i64.into())]).unwrap();
+        ctx.increment("orders", "a", &[("n", 3i64.into())]).unwrap();
+        ctx.delete("orders", "gone").unwrap();
+        let _ = ctx.get("orders", "stored").unwrap();
+        let ops = ops(ctx);
+        assert_eq!(ops.len(), 2, "a read alone writes nothing: {ops:?}");
+        assert!(
+            ops[0].contains("Increment") && ops[0].contains("Integer(5)"),
+            "{ops:?}"
+        );
+        assert!(
+            ops[1].contains("Delete") && ops[1].contains("gone"),
+            "{ops:?}"
+        );
     }
 
     /// A row saved back goes to the entry it was read from; one whose key column was

@@ -193,7 +193,7 @@ pub mod __private {
             P::handle(&mut ctx, &event).map_err(|e| failed(e.0, index))?;
             index += 1;
         }
-        Ok(pack_ops(&ctx.into_ops()))
+        Ok(ctx.pack_ops())
     }
 
     /// Ops packed for the handle export (for modules that bypass [`Projection`]).
