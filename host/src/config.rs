@@ -146,7 +146,8 @@ pub enum WatchMode {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BatchSettings {
-    /// Events per call into a module (a cap: live batches are what has arrived)...
+    /// Most events per call into a module (each call is sized from the module's speed,
+    /// ops and memory per event, `runner/pace.rs`)...
     pub max_events: usize,
     /// ...or what arrived within this many milliseconds, whichever comes first.
     pub max_wait_ms: u64,
@@ -168,8 +169,8 @@ impl Default for BatchSettings {
     fn default() -> Self {
         BatchSettings {
             // Measured: 50,000 against 10,000 cut the CPU of both shop projections by
-            // 10% (six pairs). An order's later events fall in the batch that created
-            // it, so the module's overlay answers their `get`s instead of the host.
+            // 9-10% (pairs in PERFORMANCE.md). An order's later events fall in the batch
+            // that created it, so the module's overlay answers their `get`s.
             max_events: 50_000,
             max_wait_ms: 200,
             commit_events: 200_000,

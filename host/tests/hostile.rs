@@ -187,6 +187,17 @@ fn an_oversized_value_is_refused() {
     );
 }
 
+/// SQLite would convert the key and find a row the commit window would miss, so the
+/// answer would depend on where commits fall: the read is refused, naming the column.
+#[test]
+fn a_read_by_a_key_of_the_wrong_kind_is_refused() {
+    let (err, _d) = run_with("WrongKey", |_| {});
+    assert!(
+        err.contains("get on `seen`: key column `id` (text) cannot be matched by an integer"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_flood_of_ops_is_refused() {
     let (err, _d) = run_with("Flood", |c| c.limits.max_ops_per_batch = 10_000);

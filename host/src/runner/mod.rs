@@ -209,7 +209,10 @@ impl Runner {
             if self.shutdown.load(Ordering::Relaxed) || self.control.stop.load(Ordering::Relaxed) {
                 break;
             }
-            self.swap_in();
+            if self.swap_in() {
+                // New code: its speed is not the old code's.
+                open.pace = Pace::new(self.batch.max_events, self.module.limits());
+            }
             let step = match self.step(&mut open) {
                 Ok(step) => step,
                 Err(e) => return self.fault(&mut open, e),
@@ -326,7 +329,7 @@ impl Runner {
             uncommitted: 0,
             last_commit: Instant::now(),
             caught_up: false,
-            pace: Pace::new(self.batch.max_events, self.module.limits().timeout_ms),
+            pace: Pace::new(self.batch.max_events, self.module.limits()),
         })
     }
 
@@ -382,15 +385,7 @@ impl Runner {
         };
         o.db.begin()?;
         let events = o.events.refs();
-        let wasm_before = self.stats.wasm_ns.load(Ordering::Relaxed);
-        let outcome = self.process(&mut o.db, &events, next);
-        let wasm_ns = self
-            .stats
-            .wasm_ns
-            .load(Ordering::Relaxed)
-            .saturating_sub(wasm_before);
-        o.pace.measured(events.len(), Duration::from_nanos(wasm_ns));
-        let outcome = match outcome {
+        let outcome = match self.process(&mut o.db, &events, next, Some(&mut o.pace)) {
             Err(fault)
                 if self.policy != ErrorPolicy::Stop
                     && !matches!(fault, Fault::Ops(OpError::Sql(_))) =>
@@ -486,7 +481,7 @@ impl Runner {
         }
         let found = db.rolled_back(|db| {
             events.iter().find_map(|event| {
-                self.process(db, std::slice::from_ref(event), next)
+                self.process(db, std::slice::from_ref(event), next, None)
                     .err()
                     .map(|_| describe_event(event))
             })
@@ -557,8 +552,9 @@ impl Runner {
         (read, Some(until))
     }
 
-    /// Take new code of the same version, if the registry left some, at a batch boundary.
-    fn swap_in(&mut self) {
+    /// Take new code of the same version, if the registry left some, at a batch boundary;
+    /// true when it did.
+    fn swap_in(&mut self) -> bool {
         let next = self
             .control
             .swap
@@ -569,7 +565,9 @@ impl Runner {
             tracing::info!(projection = %self.name(), version = self.version(), module = %&module.hash[..12], "swapped in new code; continuing from the checkpoint");
             self.module = module;
             self.report(Transition::Swapped(self.module.hash.clone()));
+            return true;
         }
+        false
     }
 
     /// Apply a failed batch one event at a time; the events that fail are skipped or
@@ -583,7 +581,7 @@ impl Runner {
         let mut written = 0;
         for event in events {
             // The checkpoint is only durable at COMMIT, after the whole batch: `next` throughout.
-            match self.process(db, std::slice::from_ref(event), next) {
+            match self.process(db, std::slice::from_ref(event), next, None) {
                 Ok(n) => written += n,
                 Err(Fault::Ops(OpError::Sql(e))) => return Err(Fault::Ops(OpError::Sql(e))),
                 Err(fault) => {
@@ -618,12 +616,14 @@ impl Runner {
         OpLimits::from(self.module.limits())
     }
 
-    /// Call the module on one batch and apply its ops with the checkpoint.
+    /// Call the module on one batch and apply its ops with the checkpoint; `pace` learns
+    /// the size of the next batch from the call.
     fn process(
         &self,
         db: &mut ProjectionDb,
         events: &[&Event],
         next: Checkpoint,
+        pace: Option<&mut Pace>,
     ) -> Result<usize, Fault> {
         let ops = if events.is_empty() {
             Vec::new()
@@ -650,6 +650,13 @@ impl Runner {
             }
             if stats.dropped_logs > 0 {
                 tracing::warn!(projection = %name, dropped = stats.dropped_logs, "log lines over the per-batch cap were dropped");
+            }
+            match (pace, &result) {
+                (Some(p), Ok(ops)) => {
+                    p.measured(events.len(), stats.took, ops.len(), stats.peak_memory)
+                }
+                (Some(p), Err(_)) => p.failed(),
+                (None, _) => {}
             }
             result?
         };

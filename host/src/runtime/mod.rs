@@ -20,6 +20,7 @@ pub mod sandbox;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use sha2::{Digest, Sha256};
@@ -213,7 +214,7 @@ impl Runtime {
             wasi,
             gate: self.gate.clone(),
         };
-        let (_, _, manifest) = code.call(None, |p, store| p.manifest(store), 0);
+        let (_, _, _, manifest) = code.call(None, |p, store| p.manifest(store), 0);
         let manifest = manifest
             .map_err(|e| anyhow::anyhow!("calling the module's `manifest` export: {e:#}"))?;
         Ok(Module {
@@ -417,6 +418,8 @@ pub struct CallStats {
     pub get_ns: u64,
     /// Largest linear memory the instance grew to, in bytes.
     pub peak_memory: usize,
+    /// How long the call took from when its deadline started (after waiting for a slot).
+    pub took: Duration,
 }
 
 impl Module {
@@ -454,7 +457,7 @@ impl Module {
         reader: Box<dyn RowReader>,
         events: &[&Event],
     ) -> (CallStats, Result<Vec<Op>, CallError>) {
-        let (mut state, fuel_used, out) = self.code.call(
+        let (mut state, fuel_used, took, out) = self.code.call(
             Some(reader),
             |p, store| p.handle(store, events),
             events.len() as u64,
@@ -465,6 +468,7 @@ impl Module {
             dropped_logs: state.dropped_logs,
             get_ns: state.get_ns,
             peak_memory: state.limiter.peak,
+            took,
         };
         let result = match out {
             Ok(Ok(ops)) => Ok(ops),
@@ -512,16 +516,17 @@ fn explain(
 }
 
 impl Code {
-    /// Instantiate in a fresh store with the limits set, run `f`, return the state and
-    /// the fuel used.
+    /// Instantiate in a fresh store with the limits set, run `f`, return the state, the
+    /// fuel used and how long it took once admitted.
     fn call<R>(
         &self,
         reader: Option<Box<dyn RowReader>>,
         f: impl FnOnce(&Exports, &mut Store<HostState>) -> wasmtime::Result<R>,
         events: u64,
-    ) -> (HostState, u64, wasmtime::Result<R>) {
+    ) -> (HostState, u64, Duration, wasmtime::Result<R>) {
         // Held until the store (and with it the instance) is dropped below.
         let _pass = self.gate.enter();
+        let started = Instant::now();
         let state = HostState {
             reader,
             limiter: limits::Limiter::new(self.limits.store_limits(self.footprint)),
@@ -551,6 +556,6 @@ impl Code {
         } else {
             0
         };
-        (store.into_data(), fuel_used, result)
+        (store.into_data(), fuel_used, started.elapsed(), result)
     }
 }

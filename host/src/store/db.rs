@@ -10,8 +10,8 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, params};
 
 use super::layout::build_path;
-use super::ops::{OpError, OpLimits, validate};
-use super::window::{MAX_ROWS, Pending, Window};
+use super::ops::{OpError, OpLimits, describe, validate};
+use super::window::{MAX_ROWS, Pending, Window, inexact};
 use crate::runtime::RowReader;
 use crate::schema::{Schema, TableSchema};
 use crate::wit::{Event, Op, Position, Value};
@@ -142,6 +142,20 @@ fn get_row(
             "get on `{table}`: the key has {} columns, got {} values",
             t.primary_key.len(),
             key.len()
+        );
+    }
+    if key.iter().any(|v| matches!(v, Value::Null)) {
+        // `=` matches no row with NULL, in SQLite and so here.
+        return Ok(None);
+    }
+    if let Some((v, c)) = inexact(t, key) {
+        // SQLite would convert it and find the row, the window would not: the answer
+        // would depend on where commits fall, so the read is refused, as a write is.
+        anyhow::bail!(
+            "get on `{table}`: key column `{}` ({}) cannot be matched by {}",
+            c.name,
+            crate::schema::sql_type(c.kind).to_lowercase(),
+            describe(v)
         );
     }
     if let Some(row) = inner.window.get(schema, ti, key) {

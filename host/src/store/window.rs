@@ -11,7 +11,7 @@
 use rustc_hash::FxHashMap;
 
 use super::ops::OpError;
-use crate::schema::{Schema, TableSchema};
+use crate::schema::{ColumnSchema, Schema, TableSchema};
 use crate::small_key::SmallKey;
 use crate::wit::{ColumnKind, Op, Value};
 
@@ -94,18 +94,25 @@ impl Written {
     }
 }
 
-/// Whether a key's values are of the kinds its columns store, so that its encoding
-/// equals the encoding of the stored key it matches in SQLite (writes are checked to
-/// be; a `get` is not, and SQLite would convert, say, an integer for a text column).
-fn exact(t: &TableSchema, key: &[Value]) -> bool {
-    key.iter().zip(&t.primary_key).all(|(v, &c)| {
-        matches!(
-            (v, t.columns[c].kind),
-            (Value::Integer(_), ColumnKind::Integer | ColumnKind::Real)
-                | (Value::Text(_), ColumnKind::Text | ColumnKind::Json)
-                | (Value::Blob(_), ColumnKind::Blob)
-        ) || matches!((v, t.columns[c].kind), (Value::Real(r), ColumnKind::Real) if r.is_finite())
-    })
+/// The first value of `key` (with its column) that is not of the kind its column
+/// stores, so that its encoding would not equal the encoding of the stored key it
+/// matches in SQLite (SQLite would convert, say, an integer for a text column; the
+/// window, which holds rows by their exact values, would miss it).
+pub(crate) fn inexact<'k>(
+    t: &'k TableSchema,
+    key: &'k [Value],
+) -> Option<(&'k Value, &'k ColumnSchema)> {
+    key.iter()
+        .zip(&t.primary_key)
+        .map(|(v, &c)| (v, &t.columns[c]))
+        .find(|(v, c)| {
+            !(matches!(
+                (v, c.kind),
+                (Value::Integer(_), ColumnKind::Integer | ColumnKind::Real)
+                    | (Value::Text(_), ColumnKind::Text | ColumnKind::Json)
+                    | (Value::Blob(_), ColumnKind::Blob)
+            ) || matches!((v, c.kind), (Value::Real(r), ColumnKind::Real) if r.is_finite()))
+        })
 }
 
 impl Window {
@@ -178,7 +185,7 @@ impl Window {
         let row = self.held(schema, table, key, &mut scratch).or_else(|| {
             // `scratch` holds the encoded key.
             let never = self.written.as_ref().is_some_and(|w| !w.may_hold(&scratch));
-            (never && exact(&schema.tables[table], key)).then_some(None)
+            (never && inexact(&schema.tables[table], key).is_none()).then_some(None)
         });
         self.scratch = scratch;
         row

@@ -124,7 +124,8 @@ impl<'a> Batch<'a> {
         self.left -= 1;
         // One bounds check for the fixed part and one for the six strings (not one per
         // field: this runs once per event in every module).
-        let head: &[u8; HEAD] = self.take(HEAD)?.try_into().map_err(|_| "header")?;
+        let head = <&[u8; HEAD]>::try_from(self.take(HEAD)?)
+            .map_err(|_| "malformed batch: short event header")?;
         let u64_at =
             |i: usize| u64::from_le_bytes(head[8 * i..8 * i + 8].try_into().unwrap_or_default());
         let u32_at = |i: usize| {
@@ -260,5 +261,24 @@ mod tests {
             "{err}"
         );
         assert!(Batch::new(&[1, 0]).is_err());
+        // Cut inside the fixed header.
+        let mut b = Batch::new(&buf[..20]).unwrap();
+        let err = b.next_into(&mut empty_event()).unwrap_err();
+        assert!(err.contains("56 bytes wanted at byte 4 of 20"), "{err}");
+    }
+
+    /// Lengths that cannot fit (each near 4 GiB, summing past a 32-bit `usize`) are an
+    /// error, never a panic or a wrapped sum.
+    #[test]
+    fn lengths_past_the_batch_are_an_error() {
+        let mut buf = 1u32.to_le_bytes().to_vec();
+        buf.extend_from_slice(&[0; 32]);
+        for _ in 0..6 {
+            buf.extend_from_slice(&u32::MAX.to_le_bytes());
+        }
+        buf.extend_from_slice(b"some bytes");
+        let mut b = Batch::new(&buf).unwrap();
+        let err = b.next_into(&mut empty_event()).unwrap_err();
+        assert!(err.starts_with("malformed batch"), "{err}");
     }
 }

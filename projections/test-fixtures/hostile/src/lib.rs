@@ -1,7 +1,8 @@
 //! Hostile fixture: records every event it sees, and misbehaves on events whose
 //! type asks for it: `Loop` spins forever, `Bomb` allocates until memory runs out,
 //! `Panic` panics, `Huge` writes an oversized value, `Flood` sends a flood of ops,
-//! `Count` keeps hidden state between events.
+//! `Count` keeps hidden state between events, `WrongKey` reads its table by a key of the
+//! wrong kind (an integer for a text key).
 
 use projector_sdk::prelude::*;
 
@@ -42,6 +43,7 @@ impl Projection for Hostile {
                     vec![event.event_id.clone().into(), n.to_string().into()],
                 )
             }
+            "WrongKey" => ctx.get("seen", 42i64).map(|_| ()),
             "Huge" => ctx.upsert(
                 "seen",
                 vec![event.event_id.clone().into(), "x".repeat(2 << 20).into()],
