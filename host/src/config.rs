@@ -163,6 +163,9 @@ pub struct BatchSettings {
     /// While catching up, a runner's next batch is read on a thread of its own while
     /// the module handles the current one (a gain where a core is spare).
     pub read_ahead: bool,
+    /// Size each call from the module's last one (up to `max_events`); off, every call
+    /// asks for `max_events` (fixed batch boundaries over a file, as tests want).
+    pub adaptive: bool,
 }
 
 impl Default for BatchSettings {
@@ -178,6 +181,7 @@ impl Default for BatchSettings {
             poll_ms: 50,
             shared_ingest: true,
             read_ahead: true,
+            adaptive: true,
         }
     }
 }

@@ -55,7 +55,9 @@ fn read_your_writes_within_one_batch() {
     let events = dir.path().join("events.ndjson");
     shop_events(&events, 11, 5_000);
     let m = modules(dir.path(), &["order-summary", "customer-stats"]);
-    let summary = run_once(&config(dir.path(), &events, &m, 100_000));
+    let mut cfg = config(dir.path(), &events, &m, 100_000);
+    cfg.batch.adaptive = false;
+    let summary = run_once(&cfg);
     assert!(summary.ok(), "{summary:?}");
     assert_eq!(
         summary.projections.iter().map(|p| p.batches).max(),

@@ -211,7 +211,11 @@ impl Runner {
             }
             if self.swap_in() {
                 // New code: its speed is not the old code's.
-                open.pace = Pace::new(self.batch.max_events, self.module.limits());
+                open.pace = Pace::new(
+                    self.batch.max_events,
+                    self.module.limits(),
+                    self.batch.adaptive,
+                );
             }
             let step = match self.step(&mut open) {
                 Ok(step) => step,
@@ -329,7 +333,11 @@ impl Runner {
             uncommitted: 0,
             last_commit: Instant::now(),
             caught_up: false,
-            pace: Pace::new(self.batch.max_events, self.module.limits()),
+            pace: Pace::new(
+                self.batch.max_events,
+                self.module.limits(),
+                self.batch.adaptive,
+            ),
         })
     }
 

@@ -32,18 +32,22 @@ pub(crate) struct Pace {
     ops: usize,
     /// Half the memory an instance may grow to, in bytes.
     memory: usize,
+    /// Every call gets `max` (`adaptive = false`).
+    fixed: bool,
 }
 
 impl Pace {
-    /// Batches of at most `max` events for a module running under `limits`.
-    pub(crate) fn new(max: usize, limits: &Limits) -> Pace {
+    /// Batches of at most `max` events for a module running under `limits`; each of
+    /// exactly `max` unless `adaptive`.
+    pub(crate) fn new(max: usize, limits: &Limits, adaptive: bool) -> Pace {
         let max = max.max(1);
         Pace {
-            next: FIRST.min(max),
+            next: if adaptive { FIRST.min(max) } else { max },
             max,
             target: Duration::from_millis(limits.timeout_ms) / SHARE_OF_DEADLINE,
             ops: limits.max_ops_per_batch / 2,
             memory: (limits.memory_mib << 20) / 2,
+            fixed: !adaptive,
         }
     }
 
@@ -55,7 +59,7 @@ impl Pace {
     /// A call handled `events` in `took` (from when its deadline started), returned
     /// `ops` ops and grew the module's memory to `memory` bytes.
     pub(crate) fn measured(&mut self, events: usize, took: Duration, ops: usize, memory: usize) {
-        if events == 0 {
+        if events == 0 || self.fixed {
             return;
         }
         // What fits, at the rate this call measured, in each budget.
@@ -75,6 +79,9 @@ impl Pace {
 
     /// A call failed: it may have been too large for a limit, so the next is smaller.
     pub(crate) fn failed(&mut self) {
+        if self.fixed {
+            return;
+        }
         self.next = (self.next / GROWTH).max(FEWEST.min(self.max));
     }
 }
@@ -86,7 +93,7 @@ mod tests {
     const MIB: usize = 1 << 20;
 
     fn pace(max: usize) -> Pace {
-        Pace::new(max, &Limits::default())
+        Pace::new(max, &Limits::default(), true)
     }
 
     #[test]
@@ -146,5 +153,10 @@ mod tests {
         assert_eq!(tiny.next(), 50);
         tiny.failed();
         assert_eq!(tiny.next(), 50);
+        // Not adaptive: every call gets the cap, whatever the calls measure.
+        let mut fixed = Pace::new(50_000, &Limits::default(), false);
+        fixed.measured(50_000, Duration::from_secs(9), 10, MIB);
+        fixed.failed();
+        assert_eq!(fixed.next(), 50_000);
     }
 }

@@ -93,6 +93,7 @@ pub fn config(dir: &Path, source: &Path, modules: &Path, max_events: usize) -> C
             poll_ms: 10,
             shared_ingest: true,
             read_ahead: true,
+            adaptive: true,
         },
         limits: Limits::default(),
         projections: Default::default(),
