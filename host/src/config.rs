@@ -147,7 +147,7 @@ pub enum WatchMode {
 #[serde(default, deny_unknown_fields)]
 pub struct BatchSettings {
     /// Most events per call into a module (each call is sized from the module's speed,
-    /// ops and memory per event, `runner/pace.rs`)...
+    /// ops and memory per event, `runner/pace.rs`, unless `adaptive = false`)...
     pub max_events: usize,
     /// ...or what arrived within this many milliseconds, whichever comes first.
     pub max_wait_ms: u64,

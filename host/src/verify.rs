@@ -143,6 +143,8 @@ pub fn run_into(
         modules,
         batch: BatchSettings {
             max_events,
+            // Fixed boundaries, so a difference found is found again.
+            adaptive: false,
             ..BatchSettings::default()
         },
         limits: limits.clone(),

@@ -37,7 +37,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         return Ok(ExitCode::from(3));
     }
     println!(
-        "{}: deterministic (batches of up to 10000 and of 97 events give identical tables)",
+        "{}: deterministic (batches of 10000 and of 97 events give identical tables)",
         report.projection
     );
     Ok(ExitCode::SUCCESS)

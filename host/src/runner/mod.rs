@@ -661,7 +661,8 @@ impl Runner {
             }
             match (pace, &result) {
                 (Some(p), Ok(ops)) => {
-                    p.measured(events.len(), stats.took, ops.len(), stats.peak_memory)
+                    let memory = (stats.initial_memory, stats.peak_memory);
+                    p.measured(events.len(), stats.took, ops.len(), memory)
                 }
                 (Some(p), Err(_)) => p.failed(),
                 (None, _) => {}

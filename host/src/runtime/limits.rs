@@ -76,7 +76,7 @@ impl Limits {
     /// own instances, memories and tables (at least one of each), each memory capped.
     pub fn store_limits(&self, f: Footprint) -> StoreLimits {
         StoreLimitsBuilder::new()
-            .memory_size(self.memory_mib << 20)
+            .memory_size(self.memory_mib.saturating_mul(1 << 20))
             .instances(f.instances.max(1))
             .memories(f.memories.max(1))
             .tables(f.tables.max(1))
@@ -91,6 +91,8 @@ pub struct Limiter {
     limits: StoreLimits,
     /// Largest memory granted, in bytes.
     pub peak: usize,
+    /// Largest memory as created (before the module grew it), in bytes.
+    pub initial: usize,
     /// Set when a memory asked to grow past the limit.
     pub memory_refused: bool,
 }
@@ -101,6 +103,7 @@ impl Limiter {
         Limiter {
             limits,
             peak: 0,
+            initial: 0,
             memory_refused: false,
         }
     }
@@ -115,7 +118,12 @@ impl wasmtime::ResourceLimiter for Limiter {
     ) -> wasmtime::Result<bool> {
         let granted = self.limits.memory_growing(current, desired, maximum);
         match granted {
-            Ok(true) => self.peak = self.peak.max(desired),
+            Ok(true) => {
+                self.peak = self.peak.max(desired);
+                if current == 0 {
+                    self.initial = self.initial.max(desired);
+                }
+            }
             _ => self.memory_refused = true,
         }
         granted

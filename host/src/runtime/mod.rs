@@ -418,6 +418,8 @@ pub struct CallStats {
     pub get_ns: u64,
     /// Largest linear memory the instance grew to, in bytes.
     pub peak_memory: usize,
+    /// Largest linear memory as the instance created it, in bytes.
+    pub initial_memory: usize,
     /// How long the call took from when its deadline started (after waiting for a slot).
     pub took: Duration,
 }
@@ -468,6 +470,7 @@ impl Module {
             dropped_logs: state.dropped_logs,
             get_ns: state.get_ns,
             peak_memory: state.limiter.peak,
+            initial_memory: state.limiter.initial,
             took,
         };
         let result = match out {

@@ -10,7 +10,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, params};
 
 use super::layout::build_path;
-use super::ops::{OpError, OpLimits, describe, validate};
+use super::ops::{OpError, OpLimits, validate};
 use super::window::{MAX_ROWS, Pending, Window, inexact};
 use crate::runtime::RowReader;
 use crate::schema::{Schema, TableSchema};
@@ -155,7 +155,12 @@ fn get_row(
             "get on `{table}`: key column `{}` ({}) cannot be matched by {}",
             c.name,
             crate::schema::sql_type(c.kind).to_lowercase(),
-            describe(v)
+            match v {
+                Value::Integer(_) => "an integer",
+                Value::Real(_) => "a real",
+                Value::Text(_) => "text",
+                _ => "a blob",
+            }
         );
     }
     if let Some(row) = inner.window.get(schema, ti, key) {
