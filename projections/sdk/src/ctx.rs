@@ -15,6 +15,8 @@ pub(crate) struct TableInfo {
     name: String,
     columns: Vec<(String, Kind, bool)>,
     primary_key: Vec<usize>,
+    /// Whether a key column is REAL (its values need `key_bytes`).
+    real_key: bool,
 }
 
 /// Where `name` is among `columns`. A scan: a table has a handful of columns, and
@@ -36,15 +38,19 @@ impl Schema {
             .iter()
             .map(|t| {
                 // Unknown key columns are the host's to reject when it validates the manifest.
-                let primary_key = t
+                let primary_key: Vec<usize> = t
                     .primary_key
                     .iter()
                     .filter_map(|c| position(&t.columns, c))
                     .collect();
+                let real_key = primary_key
+                    .iter()
+                    .any(|&c| matches!(t.columns[c].1, Kind::Real));
                 TableInfo {
                     name: t.name.clone(),
                     columns: t.columns.clone(),
                     primary_key,
+                    real_key,
                 }
             })
             .collect();
@@ -225,8 +231,15 @@ impl Ctx {
         self.scratch.clear();
         self.scratch
             .extend_from_slice(&(table as u32).to_le_bytes());
-        for v in key.clone() {
-            v.encode_into(&mut self.scratch);
+        let info = &self.schema.tables[table];
+        if info.real_key {
+            for (v, &c) in key.clone().zip(&info.primary_key) {
+                key_bytes(v, info.columns[c].1, &mut self.scratch);
+            }
+        } else {
+            for v in key.clone() {
+                v.encode_into(&mut self.scratch);
+            }
         }
         if let Some(&i) = self.index.get(&self.scratch) {
             return (i, false);
@@ -432,6 +445,18 @@ impl Ctx {
     }
 }
 
+/// A key value's bytes, one for every value the host takes for the same key: an
+/// integer in a REAL column is the real it converts to, and -0.0 is 0.0 (otherwise two
+/// entries of one batch would be one row in the host, and a read would depend on where
+/// batches fall).
+fn key_bytes(v: &Value, kind: Kind, out: &mut Vec<u8>) {
+    match (v, kind) {
+        (Value::Integer(i), Kind::Real) => Value::Real(*i as f64).encode_into(out),
+        (Value::Real(r), _) if *r == 0.0 => Value::Real(0.0).encode_into(out),
+        _ => v.encode_into(out),
+    }
+}
+
 /// Whether two key values are one key: what `Value::encode_into` tells apart.
 fn same_key(a: &Value, b: &Value) -> bool {
     match (a, b) {
@@ -482,6 +507,32 @@ mod tests {
                 .primary_key(["id"]),
         );
         Box::leak(Box::new(Schema::new(&m)))
+    }
+
+    /// A REAL key takes an integer or -0.0 for the same key the host would.
+    #[test]
+    fn an_integer_or_negative_zero_in_a_real_key_is_the_same_row() {
+        let m = Manifest::new("t", 1).table(
+            Table::new("points")
+                .column("x", Kind::Real)
+                .column("n", Kind::Integer)
+                .primary_key(["x"]),
+        );
+        let schema: &'static Schema = Box::leak(Box::new(Schema::new(&m)));
+        let mut ctx = Ctx::with_base(schema, |_, _| None);
+        ctx.upsert("points", vec![Value::Integer(1), 5i64.into()])
+            .unwrap();
+        ctx.upsert("points", vec![Value::Real(0.0), 6i64.into()])
+            .unwrap();
+        let one = ctx.get("points", Value::Real(1.0)).unwrap();
+        assert_eq!(one.expect("written as integer 1").int("n"), 5);
+        let zero = ctx.get("points", Value::Real(-0.0)).unwrap();
+        assert_eq!(zero.expect("written as 0.0").int("n"), 6);
+        ctx.increment("points", Value::Integer(0), &[("n", 1i64.into())])
+            .unwrap();
+        let ops = ops(ctx);
+        assert_eq!(ops.len(), 2, "two rows, not four: {ops:?}");
+        assert!(ops[1].contains("Integer(7)"), "{ops:?}");
     }
 
     /// The store holds one order, `stored`, with n = 10.
