@@ -211,11 +211,7 @@ impl Runner {
             }
             if self.swap_in() {
                 // New code: its speed is not the old code's.
-                open.pace = Pace::new(
-                    self.batch.max_events,
-                    self.module.limits(),
-                    self.batch.adaptive,
-                );
+                open.pace = self.pace();
             }
             let step = match self.step(&mut open) {
                 Ok(step) => step,
@@ -333,11 +329,7 @@ impl Runner {
             uncommitted: 0,
             last_commit: Instant::now(),
             caught_up: false,
-            pace: Pace::new(
-                self.batch.max_events,
-                self.module.limits(),
-                self.batch.adaptive,
-            ),
+            pace: self.pace(),
         })
     }
 
@@ -518,6 +510,15 @@ impl Runner {
         }
         self.report(Transition::Faulted(reason));
         Err(e.context(format!("projection `{}`", self.name())))
+    }
+
+    /// Batch sizes for this module, from the first call on.
+    fn pace(&self) -> Pace {
+        Pace::new(
+            self.batch.max_events,
+            self.module.limits(),
+            self.batch.adaptive,
+        )
     }
 
     /// Commit, and report the counters that go with it.

@@ -28,7 +28,7 @@ pub(crate) struct Pace {
     next: usize,
     max: usize,
     target: Duration,
-    /// Half the ops one call may return.
+    /// The ops one call may return.
     ops: usize,
     /// The memory an instance may grow to, in bytes.
     memory: usize,
@@ -45,7 +45,7 @@ impl Pace {
             next: if adaptive { FIRST.min(max) } else { max },
             max,
             target: Duration::from_millis(limits.timeout_ms) / SHARE_OF_DEADLINE,
-            ops: limits.max_ops_per_batch / 2,
+            ops: limits.max_ops_per_batch,
             memory: limits.memory_mib.saturating_mul(1 << 20),
             fixed: !adaptive,
         }
@@ -76,7 +76,7 @@ impl Pace {
                 .unwrap_or(usize::MAX)
         };
         let by_time = fits(self.target.as_nanos(), took.as_nanos());
-        let by_ops = fits(self.ops as u128, ops as u128);
+        let by_ops = fits(self.ops as u128 / 2, ops as u128);
         // Half of what is left once the module's memory is created, at what this call
         // grew it by per event.
         let (initial, peak) = memory;

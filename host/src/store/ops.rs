@@ -59,19 +59,30 @@ impl From<&crate::runtime::Limits> for OpLimits {
     }
 }
 
-/// Check one value against its column: kind, NULL-ability, size, JSON validity.
-pub(crate) fn check_value(col: &ColumnSchema, v: &Value, limits: OpLimits) -> Result<(), String> {
-    let ok = match (v, col.kind) {
-        (Value::Null, _) => col.nullable,
+/// Whether a column of `kind` stores `v` as it is, without SQLite converting it (an
+/// integer in a REAL column becomes the real it equals; NULL is no kind).
+pub(crate) fn fits(v: &Value, kind: ColumnKind) -> bool {
+    match (v, kind) {
         (Value::Integer(_), ColumnKind::Integer | ColumnKind::Real) => true,
         (Value::Real(r), ColumnKind::Real) => r.is_finite(),
-        (Value::Text(s), ColumnKind::Text) => s.len() <= limits.max_value_bytes,
-        (Value::Text(s), ColumnKind::Json) => {
+        (Value::Text(_), ColumnKind::Text | ColumnKind::Json) => true,
+        (Value::Blob(_), ColumnKind::Blob) => true,
+        _ => false,
+    }
+}
+
+/// Check one value against its column: kind, NULL-ability, size, JSON validity.
+pub(crate) fn check_value(col: &ColumnSchema, v: &Value, limits: OpLimits) -> Result<(), String> {
+    let ok = match v {
+        Value::Null => col.nullable,
+        _ if !fits(v, col.kind) => false,
+        Value::Text(s) if matches!(col.kind, ColumnKind::Json) => {
             s.len() <= limits.max_value_bytes
                 && serde_json::from_str::<serde::de::IgnoredAny>(s).is_ok()
         }
-        (Value::Blob(b), ColumnKind::Blob) => b.len() <= limits.max_value_bytes,
-        _ => false,
+        Value::Text(s) => s.len() <= limits.max_value_bytes,
+        Value::Blob(b) => b.len() <= limits.max_value_bytes,
+        _ => true,
     };
     if ok {
         return Ok(());

@@ -10,7 +10,7 @@
 
 use rustc_hash::FxHashMap;
 
-use super::ops::OpError;
+use super::ops::{OpError, fits};
 use crate::schema::{ColumnSchema, Schema, TableSchema};
 use crate::small_key::SmallKey;
 use crate::wit::{ColumnKind, Op, Value};
@@ -105,14 +105,7 @@ pub(crate) fn inexact<'k>(
     key.iter()
         .zip(&t.primary_key)
         .map(|(v, &c)| (v, &t.columns[c]))
-        .find(|(v, c)| {
-            !(matches!(
-                (v, c.kind),
-                (Value::Integer(_), ColumnKind::Integer | ColumnKind::Real)
-                    | (Value::Text(_), ColumnKind::Text | ColumnKind::Json)
-                    | (Value::Blob(_), ColumnKind::Blob)
-            ) || matches!((v, c.kind), (Value::Real(r), ColumnKind::Real) if r.is_finite()))
-        })
+        .find(|(v, c)| !fits(v, c.kind))
 }
 
 impl Window {
@@ -174,7 +167,8 @@ impl Window {
     }
 
     /// The row of `table` keyed `key` as the window has it: `Some(None)` when deleted or
-    /// never written since the tables were empty, `None` when only SQLite knows.
+    /// never written since the tables were empty, `None` when only SQLite knows. The key
+    /// is of its columns' kinds (`get_row` refuses others, validation others' writes).
     pub(crate) fn get(
         &mut self,
         schema: &Schema,
@@ -185,7 +179,7 @@ impl Window {
         let row = self.held(schema, table, key, &mut scratch).or_else(|| {
             // `scratch` holds the encoded key.
             let never = self.written.as_ref().is_some_and(|w| !w.may_hold(&scratch));
-            (never && inexact(&schema.tables[table], key).is_none()).then_some(None)
+            never.then_some(None)
         });
         self.scratch = scratch;
         row

@@ -157,6 +157,7 @@ impl Row {
 }
 
 /// What this batch did to one row.
+#[derive(Clone)]
 enum State {
     /// Read, not written: emits nothing.
     Clean(Option<Vec<Value>>),
@@ -168,6 +169,7 @@ enum State {
     Deltas(Vec<(usize, Value)>),
 }
 
+#[derive(Clone)]
 struct Entry {
     table: usize,
     key: Vec<Value>,
@@ -548,39 +550,16 @@ mod tests {
 
     /// The ops as text; and packed directly, they are what packing them as values gives.
     fn ops(ctx: Ctx) -> Vec<String> {
-        let packed = ctx.pack_ops_checked();
-        packed.iter().map(|o| format!("{o:?}")).collect()
-    }
-
-    impl Ctx {
-        fn pack_ops_checked(self) -> Vec<wit::Op> {
-            let copy = Ctx {
-                schema: self.schema,
-                base: self.base,
-                entries: self.entries.iter().map(Entry::copy).collect(),
-                index: self.index.clone(),
-                scratch: Vec::new(),
-            };
-            let ops = copy.into_ops();
-            assert_eq!(self.pack_ops(), crate::batch::pack_ops(&ops));
-            ops
-        }
-    }
-
-    impl Entry {
-        fn copy(&self) -> Entry {
-            let state = match &self.state {
-                State::Clean(r) => State::Clean(r.clone()),
-                State::Row(r) => State::Row(r.clone()),
-                State::Deleted => State::Deleted,
-                State::Deltas(d) => State::Deltas(d.clone()),
-            };
-            Entry {
-                table: self.table,
-                key: self.key.clone(),
-                state,
-            }
-        }
+        let values = Ctx {
+            entries: ctx.entries.clone(),
+            index: ctx.index.clone(),
+            scratch: Vec::new(),
+            ..ctx
+        };
+        let packed = ctx.pack_ops();
+        let ops = values.into_ops();
+        assert_eq!(packed, crate::batch::pack_ops(&ops));
+        ops.iter().map(|o| format!("{o:?}")).collect()
     }
 
     #[test]
