@@ -179,7 +179,10 @@ fn modules_are_shipped_swapped_rebuilt_and_removed_while_the_host_runs() {
     // running code keeps running.
     std::fs::write(modules.join("broken.wasm"), b"\0asm but not really").unwrap();
     ship("tally-v1-wide", &modules, "tally.wasm");
-    std::thread::sleep(Duration::from_millis(500));
+    // Nothing outside the registry shows a rejection until the host stops, so give the
+    // watcher time to read this file before step 4 replaces it (under CI load it once
+    // took 530 ms to notice a change).
+    std::thread::sleep(Duration::from_millis(2000));
     events.append(900, &["A", "B", "C"]);
     wait_for("the old code to keep running", || exact(&data, &events));
     assert_eq!(counts(&data).unwrap()["B"].code, "b");
