@@ -91,7 +91,7 @@ impl Stats {
         for e in events {
             *batch.entry(e.event_type.as_str()).or_default() += 1;
             for (n, p) in batch_prefixes.iter_mut().zip(prefixes) {
-                if e.stream_id.starts_with(p.as_str()) {
+                if crate::small_key::starts_with(e.stream_id.as_bytes(), p.as_bytes()) {
                     *n += 1;
                 }
             }

@@ -35,8 +35,10 @@ pub const AHEAD: u64 = 64;
 pub const HISTORY: u64 = 32;
 /// How long the others wait for the slowest member before leaving it behind.
 pub const PATIENCE: Duration = Duration::from_secs(2);
-/// Spent chunks whose events are kept for reuse.
-const POOL: usize = 8;
+/// Spent chunks whose events are kept for reuse: as many as members may hold between
+/// them (the window ahead, the history, a runner's batch of up to 64 chunks), so a
+/// runner letting go of a whole catch-up batch gives the reader back every allocation.
+const POOL: usize = (AHEAD + HISTORY) as usize + 64;
 
 /// What the reader met after a chunk's events.
 #[derive(Clone)]

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use crate::schema::Schema;
+use crate::small_key::{same, starts_with};
 use crate::wit::{Event, Position};
 
 /// An event the source cannot turn into a WIT event (a malformed line, a record that
@@ -291,14 +292,17 @@ impl Filter {
         let type_ok = if self.event_types.is_empty() {
             !event_type.starts_with('$')
         } else {
-            self.event_types.iter().any(|t| t == event_type)
+            let event_type = event_type.as_bytes();
+            self.event_types
+                .iter()
+                .any(|t| same(t.as_bytes(), event_type))
         };
         let stream_ok = if self.stream_prefixes.is_empty() {
             !stream.starts_with('$')
         } else {
             self.stream_prefixes
                 .iter()
-                .any(|p| stream.starts_with(p.as_str()))
+                .any(|p| starts_with(stream.as_bytes(), p.as_bytes()))
         };
         type_ok && stream_ok
     }

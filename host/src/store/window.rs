@@ -12,7 +12,7 @@ use rustc_hash::FxHashMap;
 
 use super::ops::{OpError, fits};
 use crate::schema::{ColumnSchema, Schema, TableSchema};
-use crate::small_key::SmallKey;
+use crate::small_key::{self, SmallKey};
 use crate::wit::{ColumnKind, Op, Value};
 
 /// Rows held before they are written into the open transaction: bounds the memory of a
@@ -159,7 +159,7 @@ impl Window {
     ) -> Option<Option<Vec<Value>>> {
         let t = &schema.tables[table];
         encode_key(scratch, table, t, key.iter().zip(&t.primary_key));
-        let &slot = self.index.get(scratch.as_slice())?;
+        let &slot = small_key::get(&self.index, scratch)?;
         Some(match &self.slots[slot].1 {
             Pending::Row(row) => Some(row.clone()),
             Pending::Deleted(_) => None,
@@ -176,13 +176,17 @@ impl Window {
         key: &[Value],
     ) -> Option<Option<Vec<Value>>> {
         let mut scratch = std::mem::take(&mut self.scratch);
-        let row = self.held(schema, table, key, &mut scratch).or_else(|| {
-            // `scratch` holds the encoded key.
-            let never = self.written.as_ref().is_some_and(|w| !w.may_hold(&scratch));
-            never.then_some(None)
-        });
+        let row = self.held(schema, table, key, &mut scratch);
         self.scratch = scratch;
-        row
+        // `scratch` holds the encoded key.
+        row.or_else(|| self.never_written().then_some(None))
+    }
+
+    /// True when the key in `scratch` was never written since the tables were empty.
+    fn never_written(&self) -> bool {
+        self.written
+            .as_ref()
+            .is_some_and(|w| !w.may_hold(&self.scratch))
     }
 
     /// Apply one batch's validated ops (`plan` from [`super::ops::validate`]), all or
@@ -209,8 +213,18 @@ impl Window {
                 }
                 Op::Delete(k) => Pending::Deleted(k.key),
                 Op::Increment(a) => {
-                    let current = match self.get(schema, *table, &a.key) {
-                        Some(row) => row,
+                    // One lookup: the slot found here is the one `put_at` changes.
+                    encode_key(
+                        &mut self.scratch,
+                        *table,
+                        t,
+                        a.key.iter().zip(&t.primary_key),
+                    );
+                    let slot = small_key::get(&self.index, &self.scratch).copied();
+                    let current = match slot.map(|s| &self.slots[s].1) {
+                        Some(Pending::Row(row)) => Some(row.clone()),
+                        Some(Pending::Deleted(_)) => None,
+                        None if self.never_written() => None,
                         None => match stored(*table, &a.key) {
                             Ok(row) => row,
                             Err(e) => {
@@ -230,7 +244,9 @@ impl Window {
                             });
                         }
                     }
-                    Pending::Row(row)
+                    // `scratch` still holds the key (`stored` has a buffer of its own).
+                    self.put_at(slot, *table, Pending::Row(row));
+                    continue;
                 }
             };
             self.put(*table, t, next);
@@ -250,15 +266,23 @@ impl Window {
                 encode_key(&mut self.scratch, table, t, key.iter().zip(&t.primary_key))
             }
         }
-        if let Some(w) = &mut self.written {
-            w.insert(&self.scratch);
-        }
-        match self.index.get(self.scratch.as_slice()) {
-            Some(&slot) => {
+        let slot = small_key::get(&self.index, &self.scratch).copied();
+        self.put_at(slot, table, next);
+    }
+
+    /// Set the state of the row keyed by `scratch`, held in `slot` (None: not held),
+    /// remembering how to undo it.
+    fn put_at(&mut self, slot: Option<usize>, table: usize, next: Pending) {
+        match slot {
+            Some(slot) => {
                 let old = std::mem::replace(&mut self.slots[slot].1, next);
                 self.undo.push(Undo::Replaced(slot, old));
             }
             None => {
+                // A key held is already in the filter: it went in when first put.
+                if let Some(w) = &mut self.written {
+                    w.insert(&self.scratch);
+                }
                 let key = SmallKey::new(&self.scratch);
                 self.index.insert(key.clone(), self.slots.len());
                 self.slots.push((table, next));

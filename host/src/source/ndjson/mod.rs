@@ -225,7 +225,7 @@ impl NdjsonSource {
     }
 
     fn next_revision(&mut self, stream: &str, given: Option<u64>) -> u64 {
-        let next = match self.revisions.get_mut(stream.as_bytes()) {
+        let next = match crate::small_key::get_mut(&mut self.revisions, stream.as_bytes()) {
             Some(n) => n,
             None => self
                 .revisions
