@@ -126,6 +126,30 @@ fn a_running_host_answers_over_http() {
     assert_eq!(tables[0]["columns"][0]["name"], "order_id");
     assert_eq!(tables[0]["primary_key"], serde_json::json!(["order_id"]));
 
+    // A module file the host refuses is listed, with why, until it goes.
+    let refused = || json(&call(&base, "GET", "/api/modules/refused", None, None));
+    assert_eq!(refused(), serde_json::json!([]));
+    std::fs::write(m.join("broken.wasm"), b"\0asm but not really").unwrap();
+    wait_for("the refusal listed", || {
+        refused().as_array().unwrap().len() == 1
+    });
+    let r = refused();
+    assert!(
+        r[0]["file"].as_str().unwrap().ends_with("broken.wasm"),
+        "{r}"
+    );
+    assert!(
+        r[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not a valid WebAssembly component"),
+        "{r}"
+    );
+    std::fs::remove_file(m.join("broken.wasm")).unwrap();
+    wait_for("the refusal gone with its file", || {
+        refused() == serde_json::json!([])
+    });
+
     // Hostile requests are refused with a reason.
     for (bad, want) in [
         ("DELETE FROM orders", "read-only"),

@@ -179,10 +179,38 @@ fn modules_are_shipped_swapped_rebuilt_and_removed_while_the_host_runs() {
     // running code keeps running.
     std::fs::write(modules.join("broken.wasm"), b"\0asm but not really").unwrap();
     ship("tally-v1-wide", &modules, "tally.wasm");
-    // Nothing outside the registry shows a rejection until the host stops, so give the
-    // watcher time to read this file before step 4 replaces it (under CI load it once
-    // took 530 ms to notice a change).
-    std::thread::sleep(Duration::from_millis(2000));
+    // The host shows both refusals in its catalog (for `projector status` and the API)
+    // while it runs; step 4 replaces the file only after the watcher has judged it.
+    let refused = || {
+        Catalog::open_read_only(&data)
+            .unwrap()
+            .refused()
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.file, r.reason))
+            .collect::<Vec<_>>()
+    };
+    wait_for("both refusals shown", || {
+        let r = refused();
+        r.iter().any(|(f, why)| {
+            f.ends_with("broken.wasm") && why.contains("not a valid WebAssembly component")
+        }) && r.iter().any(|(f, why)| {
+            f.ends_with("tally.wasm") && why.contains("changed its tables without a version bump")
+        })
+    });
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_projector"))
+        .args(["status", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success()
+            && shown
+                .lines()
+                .any(|l| l.starts_with("REFUSED ") && l.contains("broken.wasm")),
+        "{shown}"
+    );
     events.append(900, &["A", "B", "C"]);
     wait_for("the old code to keep running", || exact(&data, &events));
     assert_eq!(counts(&data).unwrap()["B"].code, "b");
@@ -241,6 +269,10 @@ fn modules_are_shipped_swapped_rebuilt_and_removed_while_the_host_runs() {
         !folder.join("v1.sqlite").exists()
     });
     assert!(folder.join("v2.sqlite").exists());
+
+    // The file loads now: its refusal is no longer shown; the broken file's still is.
+    let r = refused();
+    assert!(r.len() == 1 && r[0].0.ends_with("broken.wasm"), "{r:?}");
 
     // 5. File removed: the projection stops; its tables stay.
     std::fs::remove_file(modules.join("tally.wasm")).unwrap();

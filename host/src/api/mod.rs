@@ -155,6 +155,7 @@ fn router(api: Shared) -> Router {
         .route("/readyz", get(|| async { "ready" }))
         .route("/metrics", get(metrics))
         .route("/api/projections", get(projections))
+        .route("/api/modules/refused", get(refused_modules))
         .route("/api/projections/{name}/query", post(query))
         .route("/api/projections/{name}/tables", get(tables))
         .route("/api/projections/{name}/replay", post(replay))
@@ -444,6 +445,28 @@ async fn tables(
     match crate::query::tables(&api.data, &name) {
         Ok(t) => Json(t).into_response(),
         Err(e) => error(StatusCode::NOT_FOUND, format!("{e:#}")),
+    }
+}
+
+/// The module files this host refused and has not loaded since (what was wrong, and
+/// where), from its catalog.
+async fn refused_modules(
+    State(api): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = authorize(&api, &headers, peer, false) {
+        return refused;
+    }
+    let data = api.data.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        crate::store::Catalog::open_read_only(&data).and_then(|c| c.refused())
+    })
+    .await;
+    match read {
+        Ok(Ok(list)) => Json(list).into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
 

@@ -49,6 +49,13 @@ pub fn run(a: Args) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&list)?);
     } else {
         print!("{}", status::table(&list));
+        // Refused module files, from the catalog (the host records them as it runs).
+        let refused = projector::store::Catalog::open_read_only(&data)
+            .and_then(|c| c.refused())
+            .context("reading the refused modules from the catalog")?;
+        for r in refused {
+            println!("REFUSED {}: {}", r.file, r.reason);
+        }
         if !live {
             println!("(no host running on {}: from the catalog)", data.display());
         }

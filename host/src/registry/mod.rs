@@ -296,6 +296,8 @@ impl Registry {
 
     /// Load every module in the folder now (on this thread) and start their runners.
     pub fn load_all(&mut self) -> Result<()> {
+        // Refusals of an earlier run: every file is judged again now.
+        self.recorder.catalog().clear_refused()?;
         // Every module is compiled before any runner starts: runners that start together
         // share one reader from their checkpoint on, where runners started one by one, as
         // each module compiled, would each read on their own until they caught up.
@@ -565,6 +567,7 @@ impl Registry {
     fn removed(&mut self, path: &Path) -> Result<()> {
         // A load of the file still under way must not bring the projection back.
         self.loading.remove(path);
+        self.record_refusal(path, None);
         let names: Vec<String> = self
             .slots
             .iter()
@@ -587,6 +590,9 @@ impl Registry {
                 return Ok(());
             }
         };
+        // It loads: an earlier refusal of the file no longer holds (the release rules
+        // below may refuse it again).
+        self.record_refusal(&path, None);
         let schema = module.schema().clone();
         let name = schema.name.clone();
         if !self.cluster.owns(&name) {
@@ -694,7 +700,18 @@ impl Registry {
 
     fn reject(&mut self, path: PathBuf, reason: String) {
         tracing::error!(module = %path.display(), "rejected: {reason}; whatever was running keeps running");
+        self.record_refusal(&path, Some(&reason));
         self.rejected.push((path, reason));
+    }
+
+    /// Show (or stop showing) a refusal of `path` in the catalog, for `projector status`
+    /// and the API while the host runs. A failure to record it is logged: the refusal
+    /// itself stands.
+    fn record_refusal(&self, path: &Path, reason: Option<&str>) {
+        let file = path.display().to_string();
+        if let Err(e) = self.recorder.catalog().set_refused(&file, reason) {
+            tracing::warn!(module = %file, "could not record the module's refusal in the catalog: {e:#}");
+        }
     }
 
     /// Start a runner thread for `module` in `role`, writing `generation` of its version

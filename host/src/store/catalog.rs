@@ -152,6 +152,25 @@ pub struct CatalogEntry {
     pub accounting: Accounting,
 }
 
+/// A module file the running host refused: what `projector status` and
+/// `GET /api/modules/refused` show until the file loads or is removed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RefusedModule {
+    /// The file, as the host found it in its modules folder.
+    pub file: String,
+    /// Why it was refused (what was wrong, and where).
+    pub reason: String,
+    /// When, in milliseconds since the epoch.
+    pub since_ms: i64,
+}
+
+/// Milliseconds since the epoch, now.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 impl Catalog {
     /// Open (or create) the catalog under `data`.
     pub fn open(data: &Path) -> Result<Catalog> {
@@ -189,6 +208,11 @@ impl Catalog {
                  rolled_back_version INTEGER, rolled_back_generation INTEGER,
                  rolled_back_sha256 TEXT, previous_version INTEGER, previous_generation INTEGER,
                  failed_rebuild TEXT)",
+        )?;
+        // Module files the running host refused, until they load or go.
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS refused_modules (
+                 file TEXT PRIMARY KEY, reason TEXT NOT NULL, since_ms INTEGER NOT NULL)",
         )?;
         Ok(Catalog { conn })
     }
@@ -434,6 +458,50 @@ impl Catalog {
             )
             .optional()?
             .flatten())
+    }
+
+    /// Record that the host refused module `file` (None: it loaded, or it is gone).
+    pub fn set_refused(&self, file: &str, reason: Option<&str>) -> Result<()> {
+        match reason {
+            Some(reason) => self.conn.execute(
+                "INSERT INTO refused_modules (file, reason, since_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (file) DO UPDATE SET reason = ?2, since_ms = ?3",
+                params![file, reason, now_ms()],
+            )?,
+            None => self
+                .conn
+                .execute("DELETE FROM refused_modules WHERE file = ?1", [file])?,
+        };
+        Ok(())
+    }
+
+    /// Forget every refusal (a host starting judges every file again).
+    pub fn clear_refused(&self) -> Result<()> {
+        self.conn.execute("DELETE FROM refused_modules", [])?;
+        Ok(())
+    }
+
+    /// The module files the host refused and has not loaded since, by file name.
+    pub fn refused(&self) -> Result<Vec<RefusedModule>> {
+        // A catalog written before refusals were recorded has no such table.
+        let exists = self
+            .conn
+            .prepare("SELECT 1 FROM sqlite_master WHERE name = 'refused_modules'")?
+            .exists([])?;
+        if !exists {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT file, reason, since_ms FROM refused_modules ORDER BY file")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(RefusedModule {
+                file: r.get(0)?,
+                reason: r.get(1)?,
+                since_ms: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Names of projections that are faulted or paused.

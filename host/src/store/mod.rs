@@ -9,7 +9,9 @@ mod layout;
 mod ops;
 mod window;
 
-pub use catalog::{Accounting, Build, Catalog, CatalogEntry, Held, ProjectionState, Release};
+pub use catalog::{
+    Accounting, Build, Catalog, CatalogEntry, Held, ProjectionState, RefusedModule, Release,
+};
 pub use compare::{TableComparison, compare_builds};
 pub use db::{Checkpoint, ProjectionDb, TableReader};
 pub use layout::{
