@@ -74,7 +74,7 @@ fn the_status_page_works_in_a_browser() {
         .unwrap();
     let outcome = rt.block_on(async {
         let client = connect(&driver.url, &chromium, &profile).await?;
-        let checked = check_page(&client, &base, &events, &later, &data).await;
+        let checked = check_page(&client, &base, &events, &later, &data, &m).await;
         // Close the session whatever happened, so that chromedriver ends the browser.
         let closed = client.close().await;
         checked?;
@@ -96,6 +96,7 @@ async fn check_page(
     events: &Path,
     later: &str,
     data: &Path,
+    modules: &Path,
 ) -> Result<()> {
     client.goto(base).await.context("opening the page")?;
     ensure!(
@@ -164,6 +165,39 @@ async fn check_page(
         summary == "3 projections · 1 faulted",
         "#summary says {summary:?}"
     );
+
+    // A module file the host refuses shows, with why, until it goes; none: no section.
+    ensure!(
+        !client
+            .find(Locator::Id("refused-section"))
+            .await?
+            .is_displayed()
+            .await?,
+        "the refused modules show with none refused"
+    );
+    std::fs::write(modules.join("broken.wasm"), b"\0asm but not really")?;
+    wait_until("the refused module shown", async || {
+        let cells = texts(client, "#refused tbody td").await?;
+        ensure!(
+            cells.len() == 3
+                && cells[0].ends_with("broken.wasm")
+                && cells[1].contains("not a valid WebAssembly component"),
+            "#refused shows {cells:?}"
+        );
+        Ok(())
+    })
+    .await?;
+    std::fs::remove_file(modules.join("broken.wasm"))?;
+    wait_until("the refused module gone with its file", async || {
+        let shown = client
+            .find(Locator::Id("refused-section"))
+            .await?
+            .is_displayed()
+            .await?;
+        ensure!(!shown, "the refused modules still show");
+        Ok(())
+    })
+    .await?;
 
     // A state change shows without a reload: mark this document, append to the event
     // file, and watch the positions move in the same document.
