@@ -161,7 +161,8 @@ pub struct BatchSettings {
     /// received from the server) once per host; off, every runner reads on its own.
     pub shared_ingest: bool,
     /// While catching up, a runner's next batch is read on a thread of its own while
-    /// the module handles the current one (a gain where a core is spare).
+    /// the module handles the current one, when fewer runners are catching up than the
+    /// host has cores (where a core is spare for it).
     pub read_ahead: bool,
     /// Size each call from the module's last one (up to `max_events`); off, every call
     /// asks for `max_events` (fixed batch boundaries over a file, as tests want).
