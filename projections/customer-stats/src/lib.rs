@@ -48,7 +48,7 @@ impl Projection for CustomerStats {
                     "order_totals",
                     vec![
                         e.order_id.into(),
-                        (&e.customer_id).into(),
+                        (&*e.customer_id).into(),
                         total.into(),
                         0.into(),
                     ],
@@ -57,7 +57,7 @@ impl Projection for CustomerStats {
             }
             "ItemAdded" => {
                 let e: ItemAdded = event.json()?;
-                let Some(mut order) = ctx.get("order_totals", &e.order_id)? else {
+                let Some(mut order) = ctx.get("order_totals", &*e.order_id)? else {
                     return Ok(());
                 };
                 order.add("total_cents", e.quantity * e.price_cents);
@@ -65,7 +65,7 @@ impl Projection for CustomerStats {
             }
             "OrderConfirmed" => {
                 let e: OrderRef = event.json()?;
-                let Some(mut order) = ctx.get("order_totals", &e.order_id)? else {
+                let Some(mut order) = ctx.get("order_totals", &*e.order_id)? else {
                     return Ok(());
                 };
                 let total = order.int("total_cents");
@@ -83,7 +83,7 @@ impl Projection for CustomerStats {
             }
             "OrderCancelled" => {
                 let e: OrderRef = event.json()?;
-                let Some(mut order) = ctx.get("order_totals", &e.order_id)? else {
+                let Some(mut order) = ctx.get("order_totals", &*e.order_id)? else {
                     return Ok(());
                 };
                 let refund = order.int("confirmed_cents");

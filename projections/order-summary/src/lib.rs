@@ -37,7 +37,7 @@ impl Projection for OrderSummary {
                 let total = e.total_cents();
                 // A repeated OrderCreated restarts the order but keeps counting its events.
                 let events = ctx
-                    .get("orders", &e.order_id)?
+                    .get("orders", &*e.order_id)?
                     .map_or(0, |r| r.int("events"));
                 return ctx.upsert(
                     "orders",
@@ -53,7 +53,7 @@ impl Projection for OrderSummary {
             }
             "ItemAdded" => {
                 let e: ItemAdded = event.json()?;
-                let Some(mut order) = ctx.get("orders", &e.order_id)? else {
+                let Some(mut order) = ctx.get("orders", &*e.order_id)? else {
                     return Ok(());
                 };
                 order
@@ -69,7 +69,7 @@ impl Projection for OrderSummary {
         };
         let e: OrderRef = event.json()?;
         // Events for an order that was never created are ignored.
-        let Some(mut order) = ctx.get("orders", &e.order_id)? else {
+        let Some(mut order) = ctx.get("orders", &*e.order_id)? else {
             return Ok(());
         };
         order.set("status", status).add("events", 1);

@@ -95,6 +95,12 @@ impl From<&String> for Value {
         Value::Text(v.clone())
     }
 }
+impl From<std::borrow::Cow<'_, str>> for Value {
+    fn from(s: std::borrow::Cow<'_, str>) -> Value {
+        Value::Text(s.into_owned())
+    }
+}
+
 impl From<String> for Value {
     fn from(v: String) -> Self {
         Value::Text(v)

@@ -1,4 +1,8 @@
 //! The shop's event payloads (`data` of the order events), shared by the shop projections.
+//! Ids are borrowed from the event's data (`Cow`: owned only when the JSON string has
+//! escapes), so decoding an event copies and allocates none of them.
+
+use std::borrow::Cow;
 
 use serde::Deserialize;
 
@@ -13,13 +17,15 @@ pub struct Item {
 /// `OrderCreated`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct OrderCreated {
-    pub order_id: String,
-    pub customer_id: String,
+pub struct OrderCreated<'a> {
+    #[serde(borrow)]
+    pub order_id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub customer_id: Cow<'a, str>,
     pub items: Vec<Item>,
 }
 
-impl OrderCreated {
+impl OrderCreated<'_> {
     /// Sum of the items' quantities.
     pub fn item_count(&self) -> i64 {
         self.items.iter().map(|i| i.quantity).sum()
@@ -34,8 +40,9 @@ impl OrderCreated {
 /// `ItemAdded` (on an order stream).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ItemAdded {
-    pub order_id: String,
+pub struct ItemAdded<'a> {
+    #[serde(borrow)]
+    pub order_id: Cow<'a, str>,
     pub quantity: i64,
     pub price_cents: i64,
 }
@@ -43,6 +50,7 @@ pub struct ItemAdded {
 /// `OrderConfirmed`, `OrderCancelled`, `OrderShipped`: the fields the read models use.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct OrderRef {
-    pub order_id: String,
+pub struct OrderRef<'a> {
+    #[serde(borrow)]
+    pub order_id: Cow<'a, str>,
 }
