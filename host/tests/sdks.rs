@@ -24,7 +24,7 @@ fn the_rust_sdk_overlay_reads_its_own_writes() {
     // A target dir of its own: this test runs inside a cargo that holds the outer one.
     let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("sdk-host");
     run(
-        "cargo test -p projector-sdk -p json-skim",
+        "cargo test -p projector-sdk -p json-skim -p shop-model",
         Command::new(env!("CARGO"))
             .args([
                 "test",
@@ -33,6 +33,8 @@ fn the_rust_sdk_overlay_reads_its_own_writes() {
                 "projector-sdk",
                 "-p",
                 "json-skim",
+                "-p",
+                "shop-model",
                 "--manifest-path",
             ])
             .arg(repo.join("projections/Cargo.toml"))

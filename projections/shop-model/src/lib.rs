@@ -54,3 +54,22 @@ pub struct OrderRef<'a> {
     #[serde(borrow)]
     pub order_id: Cow<'a, str>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_borrowed_unless_escaped_and_read_the_same_either_way() {
+        let plain =
+            br#"{"orderId":"O1","customerId":"U7","items":[{"quantity":2,"priceCents":150}]}"#;
+        let e: OrderCreated = serde_json::from_slice(plain).unwrap();
+        assert!(matches!(e.order_id, Cow::Borrowed("O1")));
+        assert!(matches!(e.customer_id, Cow::Borrowed("U7")));
+        assert_eq!((e.item_count(), e.total_cents()), (2, 300));
+        // An escape cannot be borrowed: the id is decoded into a string of its own.
+        let escaped = br#"{"orderId":"O\u0031"}"#;
+        let r: OrderRef = serde_json::from_slice(escaped).unwrap();
+        assert!(matches!(r.order_id, Cow::Owned(ref s) if s == "O1"));
+    }
+}
