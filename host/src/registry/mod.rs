@@ -590,9 +590,6 @@ impl Registry {
                 return Ok(());
             }
         };
-        // It loads: an earlier refusal of the file no longer holds (the release rules
-        // below may refuse it again).
-        self.record_refusal(&path, None);
         let schema = module.schema().clone();
         let name = schema.name.clone();
         if !self.cluster.owns(&name) {
@@ -602,6 +599,8 @@ impl Registry {
                 tracing::info!(projection = %name, "skipped here: {} runs it", self.cluster.describe(owner));
                 elsewhere.push((name, owner));
             }
+            drop(elsewhere);
+            self.record_refusal(&path, None);
             return Ok(());
         }
         let running = self.slots.get(&name).map(|s| Running {
@@ -616,7 +615,12 @@ impl Registry {
                 .map(|h| (&**h.module.schema(), h.module.hash.as_str())),
         });
         let new_name = running.is_none();
-        match decide(running, &path, &schema, &module.hash) {
+        let action = decide(running, &path, &schema, &module.hash);
+        if !matches!(action, Action::Refuse(_)) {
+            // Accepted: an earlier refusal of the file no longer holds.
+            self.record_refusal(&path, None);
+        }
+        match action {
             Action::Unchanged => tracing::debug!(projection = %name, "module unchanged"),
             Action::Refuse(reason) => self.reject(path, reason),
             Action::Swap { rebuild } => {

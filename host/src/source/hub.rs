@@ -35,10 +35,13 @@ pub const AHEAD: u64 = 64;
 pub const HISTORY: u64 = 32;
 /// How long the others wait for the slowest member before leaving it behind.
 pub const PATIENCE: Duration = Duration::from_secs(2);
-/// Spent chunks whose events are kept for reuse: as many as members may hold between
-/// them (the window ahead, the history, a runner's batch of up to 64 chunks), so a
-/// runner letting go of a whole catch-up batch gives the reader back every allocation.
+/// Spent chunks whose events are kept for reuse while catching up: as many as members
+/// may hold between them (the window ahead, the history, a runner's batch of up to 64
+/// chunks), so a runner letting go of a whole catch-up batch gives the reader back every
+/// allocation...
 const POOL: usize = (AHEAD + HISTORY) as usize + 64;
+/// ...and once a read reaches the source's end, no more than this.
+const LIVE_POOL: usize = 8;
 
 /// What the reader met after a chunk's events.
 #[derive(Clone)]
@@ -92,6 +95,13 @@ impl Pool {
     fn take(&self) -> Vec<Event> {
         let mut pool = self.0.lock().unwrap_or_else(|e| e.into_inner());
         pool.pop().unwrap_or_default()
+    }
+
+    /// Keep at most `keep` spent chunks (at the source's end: what a catch-up pooled,
+    /// tens of megabytes, is not held while the host follows the source live).
+    fn trim(&self, keep: usize) {
+        let mut pool = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        pool.truncate(keep);
     }
 }
 
@@ -294,6 +304,9 @@ impl Hub {
         let (chunk_last, events, error) = match read {
             Ok(read) => {
                 s.at_end = read.at_end;
+                if read.at_end {
+                    self.pool.trim(LIVE_POOL);
+                }
                 s.source = Some(source);
                 match read.last {
                     Some(last) => (Some(last), buf.into_events(), None),
@@ -685,5 +698,27 @@ mod tests {
         assert!(before < POOL, "the pool has room");
         first.clear();
         assert!(pooled() > before, "the trimmed chunks' events are reused");
+    }
+
+    #[test]
+    fn the_pool_keeps_a_catch_up_batch_and_gives_it_back_at_the_end() {
+        let n = CHUNK * (HISTORY as usize + 24);
+        let (_dir, spec) = file(n);
+        let mut a = member(&spec);
+        let (mut big, mut rest) = (EventBuffer::default(), EventBuffer::default());
+        read(&mut a, &mut big, CHUNK * 20);
+        let mut read_so_far = big.len();
+        while read_so_far < n {
+            read_so_far += read(&mut a, &mut rest, CHUNK * 4).read as usize;
+        }
+        let hub = Arc::clone(&a.hub);
+        let pooled = || hub.pool.0.lock().map(|p| p.len()).unwrap_or(0);
+        // The batch lets go of its twenty chunks, which the hub trimmed: all pooled.
+        big.clear();
+        assert!(pooled() >= 20, "a catch-up batch pooled: {}", pooled());
+        // At the source's end, the pool keeps no more than a live host needs.
+        rest.clear();
+        assert!(read(&mut a, &mut rest, CHUNK).at_end);
+        assert!(pooled() <= LIVE_POOL, "pooled at the end: {}", pooled());
     }
 }

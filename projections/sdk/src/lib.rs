@@ -309,4 +309,23 @@ mod tests {
             "{not_utf8}"
         );
     }
+
+    #[test]
+    fn json_lends_plain_strings_and_owns_escaped_ones() {
+        use std::borrow::Cow;
+        #[derive(serde::Deserialize)]
+        struct Ids<'a> {
+            #[serde(borrow)]
+            id: Cow<'a, str>,
+        }
+        let plain = event(br#"{"id":"O1"}"#);
+        let ids: Ids = plain.json().expect("decodes");
+        assert!(matches!(ids.id, Cow::Borrowed("O1")), "lent from the data");
+        let escaped = event(br#"{"id":"O\u0031"}"#);
+        let ids: Ids = escaped.json().expect("decodes");
+        assert!(
+            matches!(ids.id, Cow::Owned(ref s) if s == "O1"),
+            "decoded into its own"
+        );
+    }
 }
