@@ -57,21 +57,24 @@ impl Projection for CustomerStats {
             }
             "ItemAdded" => {
                 let e: ItemAdded = event.json()?;
-                let Some(mut order) = ctx.get("order_totals", &*e.order_id)? else {
-                    return Ok(());
-                };
-                order.add("total_cents", e.quantity * e.price_cents);
-                ctx.save(order)
+                ctx.update("order_totals", &*e.order_id, |order| {
+                    order.add("total_cents", e.quantity * e.price_cents);
+                    Ok(())
+                })?;
+                Ok(())
             }
             "OrderConfirmed" => {
                 let e: OrderRef = event.json()?;
-                let Some(mut order) = ctx.get("order_totals", &*e.order_id)? else {
+                let mut confirmed = None;
+                ctx.update("order_totals", &*e.order_id, |order| {
+                    let total = order.int("total_cents");
+                    confirmed = Some((total, order.text("customer_id").to_string()));
+                    order.add("confirmed_cents", total);
+                    Ok(())
+                })?;
+                let Some((total, customer)) = confirmed else {
                     return Ok(());
                 };
-                let total = order.int("total_cents");
-                let customer = order.text("customer_id").to_string();
-                order.add("confirmed_cents", total);
-                ctx.save(order)?;
                 ctx.increment(
                     "customers",
                     customer,
@@ -83,13 +86,16 @@ impl Projection for CustomerStats {
             }
             "OrderCancelled" => {
                 let e: OrderRef = event.json()?;
-                let Some(mut order) = ctx.get("order_totals", &*e.order_id)? else {
+                let mut cancelled = None;
+                ctx.update("order_totals", &*e.order_id, |order| {
+                    let refund = order.int("confirmed_cents");
+                    cancelled = Some((refund, order.text("customer_id").to_string()));
+                    order.set("confirmed_cents", 0);
+                    Ok(())
+                })?;
+                let Some((refund, customer)) = cancelled else {
                     return Ok(());
                 };
-                let refund = order.int("confirmed_cents");
-                let customer = order.text("customer_id").to_string();
-                order.set("confirmed_cents", 0);
-                ctx.save(order)?;
                 ctx.increment(
                     "customers",
                     customer,

@@ -53,14 +53,15 @@ impl Projection for OrderSummary {
             }
             "ItemAdded" => {
                 let e: ItemAdded = event.json()?;
-                let Some(mut order) = ctx.get("orders", &*e.order_id)? else {
-                    return Ok(());
-                };
-                order
-                    .add("item_count", e.quantity)
-                    .add("total_cents", e.quantity * e.price_cents)
-                    .add("events", 1);
-                return ctx.save(order);
+                // Events for an order that was never created are ignored (no row).
+                ctx.update("orders", &*e.order_id, |order| {
+                    order
+                        .add("item_count", e.quantity)
+                        .add("total_cents", e.quantity * e.price_cents)
+                        .add("events", 1);
+                    Ok(())
+                })?;
+                return Ok(());
             }
             "OrderConfirmed" => "confirmed",
             "OrderCancelled" => "cancelled",
@@ -68,12 +69,12 @@ impl Projection for OrderSummary {
             _ => return Ok(()),
         };
         let e: OrderRef = event.json()?;
-        // Events for an order that was never created are ignored.
-        let Some(mut order) = ctx.get("orders", &*e.order_id)? else {
-            return Ok(());
-        };
-        order.set("status", status).add("events", 1);
-        ctx.save(order)
+        // Events for an order that was never created are ignored (no row).
+        ctx.update("orders", &*e.order_id, |order| {
+            order.set("status", status).add("events", 1);
+            Ok(())
+        })?;
+        Ok(())
     }
 }
 

@@ -297,6 +297,81 @@ impl Ctx {
         Ok(current.map(|values| self.row(t, Some(i), values)))
     }
 
+    /// Change a row where it is: `f` gets the row (this batch's writes first, then the
+    /// host's tables) and what it changes is written back, without the copy that
+    /// [`Ctx::get`] and [`Ctx::save`] make. False, and `f` is not called, when there is no
+    /// such row. The primary key cannot change here: if `f` changes a key column, its
+    /// old value is put back (the other changes stay) and `update` returns an error; to
+    /// move a row, get it and upsert it under its new key. An error from `f` is returned
+    /// as it is, with the changes `f` made before it.
+    pub fn update(
+        &mut self,
+        table: &str,
+        key: impl IntoKey,
+        f: impl FnOnce(&mut Row) -> Result<()>,
+    ) -> Result<bool> {
+        let t = self.schema.table(table)?;
+        let key = key.into_key().0;
+        self.check_key(t, &key)?;
+        let (i, fresh) = self.slot(t, key.iter());
+        let info = self.info(t);
+        // Taken out for `f` and put back below (the placeholder never stays).
+        let values = match std::mem::replace(&mut self.entries[i].state, State::Deleted) {
+            State::Clean(Some(row)) | State::Row(row) => row,
+            State::Clean(None) => {
+                self.entries[i].state = State::Clean(None);
+                return Ok(false);
+            }
+            State::Deleted => return Ok(false),
+            State::Deltas(deltas) => {
+                let base = (self.base)(&info.name, &key);
+                if fresh {
+                    // Touched first here: the stored row as it is, or none.
+                    let Some(row) = base else {
+                        self.entries[i].state = State::Clean(None);
+                        return Ok(false);
+                    };
+                    row
+                } else {
+                    // Deltas were recorded blind: resolve them against the stored row.
+                    let mut row = base.unwrap_or_else(|| info.default_row(&key));
+                    for (col, by) in &deltas {
+                        match add(&row[*col], by) {
+                            Ok(v) => row[*col] = v,
+                            Err(e) => {
+                                self.entries[i].state = State::Deltas(deltas);
+                                return Err(e);
+                            }
+                        }
+                    }
+                    row
+                }
+            }
+        };
+        let mut row = self.row(t, Some(i), values);
+        let done = f(&mut row);
+        let mut values = row.values;
+        let moved = info
+            .primary_key
+            .iter()
+            .zip(&key)
+            .find(|&(&c, k)| !same_key(&values[c], k))
+            .map(|(&c, _)| c);
+        if moved.is_some() {
+            for (&c, k) in info.primary_key.iter().zip(&key) {
+                values[c] = k.clone();
+            }
+        }
+        self.entries[i].state = State::Row(values);
+        if let Some(c) = moved {
+            return Err(Error(format!(
+                "update on `{}` cannot change the primary key column `{}`: get the row and upsert it under its new key",
+                info.name, info.columns[c].0
+            )));
+        }
+        done.map(|()| true)
+    }
+
     /// Insert or replace a whole row: one value per declared column, in order.
     pub fn upsert(&mut self, table: &str, values: Vec<Value>) -> Result<()> {
         let t = self.schema.table(table)?;
@@ -560,6 +635,81 @@ mod tests {
         let ops = values.into_ops();
         assert_eq!(packed, crate::batch::pack_ops(&ops));
         ops.iter().map(|o| format!("{o:?}")).collect()
+    }
+
+    #[test]
+    fn update_changes_a_row_where_it_is_and_only_a_row_that_is_there() {
+        let mut ctx = Ctx::with_base(schema(), stored);
+        // No such row: `f` is not called, nothing is written.
+        let called = std::cell::Cell::new(false);
+        let found = ctx.update("orders", "o9", |_| {
+            called.set(true);
+            Ok(())
+        });
+        assert_eq!((found.unwrap(), called.get()), (false, false));
+        // A stored row, then a row written earlier in the batch.
+        assert!(
+            ctx.update("orders", "stored", |r| {
+                r.add("n", 1).set("status", "confirmed");
+                Ok(())
+            })
+            .unwrap()
+        );
+        ctx.upsert("orders", vec!["o1".into(), "created".into(), 1i64.into()])
+            .unwrap();
+        assert!(
+            ctx.update("orders", "o1", |r| {
+                r.add("n", 2);
+                Ok(())
+            })
+            .unwrap()
+        );
+        assert_eq!(ctx.get("orders", "o1").unwrap().unwrap().int("n"), 3);
+        // Deleted in this batch: not there.
+        ctx.delete("orders", "o1").unwrap();
+        assert!(!ctx.update("orders", "o1", |_| Ok(())).unwrap());
+        // Blind increments first: resolved against the stored row, as `get` does.
+        ctx.increment("orders", "stored", &[("n", 5i64.into())])
+            .unwrap();
+        assert!(
+            ctx.update("orders", "stored", |r| {
+                assert_eq!(r.int("n"), 16, "stored 10, +1 above, +5 blind");
+                Ok(())
+            })
+            .unwrap()
+        );
+        let ops = ops(ctx);
+        assert_eq!(ops.len(), 2, "{ops:?}");
+        assert!(
+            ops[0].contains("confirmed") && ops[0].contains("Integer(16)"),
+            "{ops:?}"
+        );
+        assert!(ops[1].contains("Delete"), "{ops:?}");
+    }
+
+    #[test]
+    fn update_keeps_the_key_and_says_when_f_changed_it() {
+        let mut ctx = Ctx::with_base(schema(), stored);
+        let moved = ctx
+            .update("orders", "stored", |r| {
+                r.set("id", "elsewhere").add("n", 1);
+                Ok(())
+            })
+            .unwrap_err()
+            .0;
+        assert!(
+            moved.contains("cannot change the primary key column `id`"),
+            "{moved}"
+        );
+        let row = ctx
+            .get("orders", "stored")
+            .unwrap()
+            .expect("still under its key");
+        assert_eq!((row.text("id"), row.int("n")), ("stored", 11));
+        assert!(ctx.get("orders", "elsewhere").unwrap().is_none());
+        // An error from `f` comes back as it is.
+        let failed = ctx.update("orders", "stored", |_| Err(Error("no".into())));
+        assert_eq!(failed.unwrap_err().0, "no");
     }
 
     #[test]
