@@ -236,12 +236,14 @@ pb=(); pn=()
 for i in 1 2 3; do
   rm -rf "$work/both/data"
   rate=$("$bin/projector" run --config "$work/both/projector.toml" --once 2>/dev/null \
-    | tee /dev/stderr | rates | cut -d' ' -f1)
+    | tee /dev/stderr | rates | cut -d' ' -f1) \
+    || { say "both (interleaved run $i) failed"; exit 1; }
   [ -n "$rate" ] || { say "both (interleaved run $i) printed no rate"; exit 1; }
   pb+=("$rate")
   rm -f "$work/native.sqlite"
   check=(); [ "$i" = 1 ] && check=(--check)
-  nat=$("$bin/native-baseline" "$work/events.ndjson" "$work/native.sqlite" "${check[@]}")
+  nat=$("$bin/native-baseline" "$work/events.ndjson" "$work/native.sqlite" "${check[@]}") \
+    || { say "native baseline (run $i) failed"; exit 1; }
   rate=$(sed -nE 's/^native baseline: .* ([0-9]+) events\/s$/\1/p' <<<"$nat")
   [ -n "$rate" ] || { say "native baseline (run $i) printed no rate: $nat"; exit 1; }
   pn+=("$rate")

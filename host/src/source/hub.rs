@@ -298,15 +298,16 @@ impl Hub {
         drop(s);
         let read = source.read_batch(&mut buf, CHUNK, wait);
         let progress = source.progress();
+        if matches!(&read, Ok(r) if r.at_end) {
+            // Before taking the hub's lock: dropping a catch-up's pool takes a while.
+            self.pool.trim(LIVE_POOL);
+        }
         let mut s = self.lock();
         s.busy = false;
         s.total = progress.total;
         let (chunk_last, events, error) = match read {
             Ok(read) => {
                 s.at_end = read.at_end;
-                if read.at_end {
-                    self.pool.trim(LIVE_POOL);
-                }
                 s.source = Some(source);
                 match read.last {
                     Some(last) => (Some(last), buf.into_events(), None),

@@ -464,8 +464,10 @@ impl Catalog {
     pub fn set_refused(&self, file: &str, reason: Option<&str>) -> Result<()> {
         match reason {
             Some(reason) => self.conn.execute(
+                // Refused again for the same reason: refused since the first time.
                 "INSERT INTO refused_modules (file, reason, since_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (file) DO UPDATE SET reason = ?2, since_ms = ?3",
+                 ON CONFLICT (file) DO UPDATE
+                 SET since_ms = CASE WHEN reason = ?2 THEN since_ms ELSE ?3 END, reason = ?2",
                 params![file, reason, now_ms()],
             )?,
             None => self
@@ -563,5 +565,49 @@ impl Catalog {
                 },
             )
             .optional()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_shows_until_cleared_and_keeps_its_time_while_its_reason_stays() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = Catalog::open(dir.path()).expect("catalog");
+        c.set_refused("m/a.wasm", Some("broken")).expect("refuse");
+        c.set_refused("m/b.wasm", Some("tables changed"))
+            .expect("refuse");
+        let files = |c: &Catalog| -> Vec<(String, String)> {
+            let list = c.refused().expect("list");
+            list.into_iter().map(|r| (r.file, r.reason)).collect()
+        };
+        assert_eq!(
+            files(&c),
+            [
+                ("m/a.wasm".to_string(), "broken".to_string()),
+                ("m/b.wasm".to_string(), "tables changed".to_string())
+            ]
+        );
+        // Refused since long ago: the same reason again keeps the time, another sets it.
+        c.conn
+            .execute("UPDATE refused_modules SET since_ms = 1", [])
+            .expect("age");
+        c.set_refused("m/a.wasm", Some("broken")).expect("again");
+        c.set_refused("m/b.wasm", Some("not a component"))
+            .expect("other");
+        let since: Vec<i64> = c
+            .refused()
+            .expect("list")
+            .iter()
+            .map(|r| r.since_ms)
+            .collect();
+        assert_eq!(since[0], 1, "same reason: refused since the first time");
+        assert!(since[1] > 1, "another reason: refused since now");
+        c.set_refused("m/a.wasm", None).expect("loaded");
+        assert_eq!(files(&c).len(), 1);
+        c.clear_refused().expect("host start");
+        assert!(files(&c).is_empty());
     }
 }

@@ -315,14 +315,15 @@ impl Ctx {
         self.check_key(t, &key)?;
         let (i, fresh) = self.slot(t, key.iter());
         let info = self.info(t);
-        // Taken out for `f` and put back below (the placeholder never stays).
-        let values = match std::mem::replace(&mut self.entries[i].state, State::Deleted) {
+        // Taken out for `f` and put back below. The placeholder (no deltas) emits no op,
+        // should `f` panic where a panic is caught.
+        let taken = std::mem::replace(&mut self.entries[i].state, State::Deltas(Vec::new()));
+        let values = match taken {
             State::Clean(Some(row)) | State::Row(row) => row,
-            State::Clean(None) => {
-                self.entries[i].state = State::Clean(None);
+            gone @ (State::Clean(None) | State::Deleted) => {
+                self.entries[i].state = gone;
                 return Ok(false);
             }
-            State::Deleted => return Ok(false),
             State::Deltas(deltas) => {
                 let base = (self.base)(&info.name, &key);
                 if fresh {
@@ -348,18 +349,27 @@ impl Ctx {
                 }
             }
         };
+        // The key as the row holds it: a REAL key may hold another form of the key the
+        // caller gave (1.0 for 1, 0.0 for -0.0); any other key is held as given.
+        let held: Option<Vec<Value>> = info.real_key.then(|| {
+            info.primary_key
+                .iter()
+                .map(|&c| values[c].clone())
+                .collect()
+        });
+        let held = held.unwrap_or(key);
         let mut row = self.row(t, Some(i), values);
         let done = f(&mut row);
         let mut values = row.values;
         let moved = info
             .primary_key
             .iter()
-            .zip(&key)
+            .zip(&held)
             .find(|&(&c, k)| !same_key(&values[c], k))
             .map(|(&c, _)| c);
         if moved.is_some() {
-            for (&c, k) in info.primary_key.iter().zip(&key) {
-                values[c] = k.clone();
+            for (&c, k) in info.primary_key.iter().zip(held) {
+                values[c] = k;
             }
         }
         self.entries[i].state = State::Row(values);
@@ -607,9 +617,18 @@ mod tests {
         assert_eq!(zero.expect("written as 0.0").int("n"), 6);
         ctx.increment("points", Value::Integer(0), &[("n", 1i64.into())])
             .unwrap();
+        // `update` by the other form of the same key: the row held, its key unchanged.
+        assert!(
+            ctx.update("points", Value::Real(0.0), |r| {
+                r.add("n", 10);
+                Ok(())
+            })
+            .unwrap()
+        );
         let ops = ops(ctx);
         assert_eq!(ops.len(), 2, "two rows, not four: {ops:?}");
-        assert!(ops[1].contains("Integer(7)"), "{ops:?}");
+        assert!(ops[1].contains("Integer(17)"), "{ops:?}");
+        assert!(ops[1].contains("Real(0.0)"), "the key as written: {ops:?}");
     }
 
     /// The store holds one order, `stored`, with n = 10.
