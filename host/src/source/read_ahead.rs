@@ -271,6 +271,17 @@ mod tests {
         )
     }
 
+    /// A file of 100 event lines (kept open to append to), in a folder of its own.
+    fn hundred_lines() -> (tempfile::TempDir, std::path::PathBuf, std::fs::File) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("e.ndjson");
+        let mut file = std::fs::File::create(&path).expect("create");
+        for n in 0..100 {
+            file.write_all(line(n).as_bytes()).expect("write");
+        }
+        (dir, path, file)
+    }
+
     /// (position, data) of every event `read` returns until a read reaches the end.
     fn drain(src: &mut dyn EventSource, buf: &mut EventBuffer) -> Vec<(u64, Vec<u8>)> {
         let mut seen = Vec::new();
@@ -288,12 +299,7 @@ mod tests {
 
     #[test]
     fn it_reads_what_the_source_reads_and_nothing_ahead_at_the_end() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("e.ndjson");
-        let mut file = std::fs::File::create(&path).expect("create");
-        for n in 0..100 {
-            file.write_all(line(n).as_bytes()).expect("write");
-        }
+        let (_dir, path, mut file) = hundred_lines();
         let open = || NdjsonSource::open(&path, None, Filter::default(), true).expect("open");
         let mut direct = open();
         let crowd = Arc::new(Crowd::new(2));
@@ -336,12 +342,7 @@ mod tests {
 
     #[test]
     fn it_reads_ahead_only_while_a_core_is_spare() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("e.ndjson");
-        let mut file = std::fs::File::create(&path).expect("create");
-        for n in 0..100 {
-            file.write_all(line(n).as_bytes()).expect("write");
-        }
+        let (_dir, path, _file) = hundred_lines();
         let open = || NdjsonSource::open(&path, None, Filter::default(), true).expect("open");
         // Two cores, and another runner catching up: none is spare.
         let crowd = Arc::new(Crowd::new(2));
