@@ -179,6 +179,61 @@ struct Entry {
 /// Reads a stored row: the host's `read-model.get`, or a stand-in in tests.
 pub(crate) type BaseReader = fn(&str, &[Value]) -> Option<Vec<Value>>;
 
+/// An overlay entry's encoded (table, key): three words when it is short (most keys),
+/// so that a lookup hashes and compares words in place, and a new entry allocates
+/// nothing; on the heap when longer.
+#[derive(Clone, Debug)]
+enum SlotKey {
+    /// Up to 23 bytes, zero-padded, the length in the last byte.
+    Short([u64; 3]),
+    Long(Box<[u8]>),
+}
+
+impl SlotKey {
+    /// The key of the bytes in `b` (which it pads, and gives back as they were).
+    fn new(b: &mut Vec<u8>) -> SlotKey {
+        let len = b.len();
+        if len >= 24 {
+            return SlotKey::Long(b.as_slice().into());
+        }
+        // Fixed-size copies only (a copy of varying length is a call in Wasm).
+        b.extend_from_slice(&[0u8; 24]);
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(w)
+        };
+        let key = SlotKey::Short([word(0), word(1), word(2) | (len as u64) << 56]);
+        b.truncate(len);
+        key
+    }
+}
+
+impl PartialEq for SlotKey {
+    fn eq(&self, other: &SlotKey) -> bool {
+        match (self, other) {
+            (SlotKey::Short(a), SlotKey::Short(b)) => a[0] == b[0] && a[1] == b[1] && a[2] == b[2],
+            (SlotKey::Long(a), SlotKey::Long(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for SlotKey {}
+
+impl std::hash::Hash for SlotKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        match self {
+            SlotKey::Short(w) => {
+                h.write_u64(w[0]);
+                h.write_u64(w[1]);
+                h.write_u64(w[2]);
+            }
+            SlotKey::Long(b) => h.write(b),
+        }
+    }
+}
+
 /// The projection's view of its tables while it handles a batch.
 pub struct Ctx {
     schema: &'static Schema,
@@ -186,7 +241,7 @@ pub struct Ctx {
     base: BaseReader,
     /// Touched rows, in first-touch order so the emitted ops are deterministic.
     entries: Vec<Entry>,
-    index: FxHashMap<Vec<u8>, usize>,
+    index: FxHashMap<SlotKey, usize>,
     scratch: Vec<u8>,
 }
 
@@ -243,11 +298,12 @@ impl Ctx {
                 v.encode_into(&mut self.scratch);
             }
         }
-        if let Some(&i) = self.index.get(&self.scratch) {
+        let slot_key = SlotKey::new(&mut self.scratch);
+        if let Some(&i) = self.index.get(&slot_key) {
             return (i, false);
         }
         let i = self.entries.len();
-        self.index.insert(self.scratch.clone(), i);
+        self.index.insert(slot_key, i);
         self.entries.push(Entry {
             table,
             key: key.cloned().collect(),
@@ -654,6 +710,36 @@ mod tests {
         let ops = values.into_ops();
         assert_eq!(packed, crate::batch::pack_ops(&ops));
         ops.iter().map(|o| format!("{o:?}")).collect()
+    }
+
+    #[test]
+    fn short_and_long_keys_each_find_their_own_row() {
+        let mut ctx = Ctx::with_base(schema(), |_, _| None);
+        // Encoded with the table and lengths, these run from 10 bytes to 45, either
+        // side of the 23 held in place; the long ones differ only past byte 23.
+        let ids = [
+            "a",
+            "ab",
+            "abcdefghijklmn",
+            "abcdefghijklmno",
+            "abcdefghijklmnop",
+        ]
+        .into_iter()
+        .map(String::from)
+        .chain(["x".repeat(30) + "1", "x".repeat(30) + "2"])
+        .collect::<Vec<_>>();
+        for (n, id) in ids.iter().enumerate() {
+            ctx.upsert(
+                "orders",
+                vec![id.as_str().into(), "s".into(), (n as i64).into()],
+            )
+            .unwrap();
+        }
+        for (n, id) in ids.iter().enumerate() {
+            let row = ctx.get("orders", id.as_str()).unwrap().expect("written");
+            assert_eq!(row.int("n"), n as i64, "{id}");
+        }
+        assert_eq!(ops(ctx).len(), ids.len());
     }
 
     #[test]
