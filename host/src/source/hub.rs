@@ -674,18 +674,28 @@ mod tests {
         }
     }
 
-    #[test]
-    fn lent_events_outlive_the_hub_trimming_them_and_then_go_back_to_its_pool() {
-        let n = CHUNK * (HISTORY as usize + 8);
-        let (_dir, spec) = file(n);
+    /// The only member of a file of `chunks` chunks: a first batch of `held` chunks,
+    /// kept, then read on to the last event (not past it), so the hub trims what lies
+    /// behind. Returns the batch held and the last one read.
+    fn hold_then_read_on(
+        chunks: usize,
+        held: usize,
+    ) -> (tempfile::TempDir, SharedSource, EventBuffer, EventBuffer) {
+        let n = CHUNK * chunks;
+        let (dir, spec) = file(n);
         let mut a = member(&spec);
         let (mut first, mut rest) = (EventBuffer::default(), EventBuffer::default());
-        read(&mut a, &mut first, CHUNK * 2);
-        // Read on far past the first chunks (the only member: the hub trims them).
+        read(&mut a, &mut first, CHUNK * held);
         let mut read_so_far = first.len();
         while read_so_far < n {
             read_so_far += read(&mut a, &mut rest, CHUNK * 4).read as usize;
         }
+        (dir, a, first, rest)
+    }
+
+    #[test]
+    fn lent_events_outlive_the_hub_trimming_them_and_then_go_back_to_its_pool() {
+        let (_dir, a, mut first, _rest) = hold_then_read_on(HISTORY as usize + 8, 2);
         let hub = Arc::clone(&a.hub);
         let oldest = hub.lock().chunks.front().map(|c| c.seq);
         assert!(oldest > Some(2), "the first chunks are trimmed: {oldest:?}");
@@ -703,15 +713,7 @@ mod tests {
 
     #[test]
     fn the_pool_keeps_a_catch_up_batch_and_gives_it_back_at_the_end() {
-        let n = CHUNK * (HISTORY as usize + 24);
-        let (_dir, spec) = file(n);
-        let mut a = member(&spec);
-        let (mut big, mut rest) = (EventBuffer::default(), EventBuffer::default());
-        read(&mut a, &mut big, CHUNK * 20);
-        let mut read_so_far = big.len();
-        while read_so_far < n {
-            read_so_far += read(&mut a, &mut rest, CHUNK * 4).read as usize;
-        }
+        let (_dir, mut a, mut big, mut rest) = hold_then_read_on(HISTORY as usize + 24, 20);
         let hub = Arc::clone(&a.hub);
         let pooled = || hub.pool.0.lock().map(|p| p.len()).unwrap_or(0);
         // The batch lets go of its twenty chunks, which the hub trimmed: all pooled.

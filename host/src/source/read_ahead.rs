@@ -11,7 +11,7 @@
 //! Only while a core is spare: a read-ahead thread runs beside its runner, which pays
 //! while fewer runners are catching up than the host has cores. Beyond that every core
 //! already runs a module, and the hand-offs only cost (one projection on two cores:
-//! +24% events/s with read-ahead; two: 4% fewer, over 16 pairs).
+//! +24% events/s with read-ahead; two: 4-7% fewer, over 16 pairs).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};

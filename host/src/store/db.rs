@@ -155,12 +155,7 @@ fn get_row(
             "get on `{table}`: key column `{}` ({}) cannot be matched by {}",
             c.name,
             crate::schema::sql_type(c.kind).to_lowercase(),
-            match v {
-                Value::Integer(_) => "an integer",
-                Value::Real(_) => "a real",
-                Value::Text(_) => "text",
-                _ => "a blob",
-            }
+            super::ops::describe(v)
         );
     }
     if let Some(row) = inner.window.get(schema, ti, key) {

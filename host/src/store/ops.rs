@@ -104,18 +104,23 @@ pub(crate) fn check_value(col: &ColumnSchema, v: &Value, limits: OpLimits) -> Re
             "column `{}` ({}) cannot hold {}",
             col.name,
             crate::schema::sql_type(col.kind).to_lowercase(),
-            describe(v)
+            match (v, col.kind) {
+                // Text fits a JSON column: it failed as JSON.
+                (Value::Text(_), ColumnKind::Json) => "text (or invalid JSON)",
+                _ => describe(v),
+            }
         )
     })
 }
 
+/// What kind of value `v` is, for error messages ("an integer", "text", ...).
 pub(crate) fn describe(v: &Value) -> &'static str {
     match v {
         Value::Null => "NULL",
         Value::Integer(_) => "an integer",
         Value::Real(r) if !r.is_finite() => "a non-finite real",
         Value::Real(_) => "a real",
-        Value::Text(_) => "text (or invalid JSON)",
+        Value::Text(_) => "text",
         Value::Blob(_) => "a blob",
     }
 }

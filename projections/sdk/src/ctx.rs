@@ -328,27 +328,12 @@ impl Ctx {
         let key = key.into_key().0;
         self.check_key(t, &key)?;
         let (i, fresh) = self.slot(t, key.iter());
-        let info = self.info(t);
-        let entry = &mut self.entries[i];
-        let current = match &mut entry.state {
+        self.settle(i, fresh, &key)?;
+        let current = match &self.entries[i].state {
             State::Clean(row) => row.clone(),
             State::Row(row) => Some(row.clone()),
-            State::Deleted => None,
-            State::Deltas(deltas) => {
-                let base = (self.base)(&info.name, &key);
-                if fresh {
-                    entry.state = State::Clean(base.clone());
-                    base
-                } else {
-                    // Deltas were recorded blind: resolve them against the stored row now.
-                    let mut row = base.unwrap_or_else(|| info.default_row(&key));
-                    for (col, by) in deltas.drain(..) {
-                        row[col] = add(&row[col], &by)?;
-                    }
-                    entry.state = State::Row(row.clone());
-                    Some(row)
-                }
-            }
+            // Deltas are settled above.
+            State::Deleted | State::Deltas(_) => None,
         };
         Ok(current.map(|values| self.row(t, Some(i), values)))
     }
@@ -370,39 +355,16 @@ impl Ctx {
         let key = key.into_key().0;
         self.check_key(t, &key)?;
         let (i, fresh) = self.slot(t, key.iter());
+        self.settle(i, fresh, &key)?;
         let info = self.info(t);
         // Taken out for `f` and put back below. The placeholder (no deltas) emits no op,
         // should `f` panic where a panic is caught.
         let taken = std::mem::replace(&mut self.entries[i].state, State::Deltas(Vec::new()));
         let values = match taken {
             State::Clean(Some(row)) | State::Row(row) => row,
-            gone @ (State::Clean(None) | State::Deleted) => {
-                self.entries[i].state = gone;
+            other => {
+                self.entries[i].state = other;
                 return Ok(false);
-            }
-            State::Deltas(deltas) => {
-                let base = (self.base)(&info.name, &key);
-                if fresh {
-                    // Touched first here: the stored row as it is, or none.
-                    let Some(row) = base else {
-                        self.entries[i].state = State::Clean(None);
-                        return Ok(false);
-                    };
-                    row
-                } else {
-                    // Deltas were recorded blind: resolve them against the stored row.
-                    let mut row = base.unwrap_or_else(|| info.default_row(&key));
-                    for (col, by) in &deltas {
-                        match add(&row[*col], by) {
-                            Ok(v) => row[*col] = v,
-                            Err(e) => {
-                                self.entries[i].state = State::Deltas(deltas);
-                                return Err(e);
-                            }
-                        }
-                    }
-                    row
-                }
             }
         };
         // The key as the row holds it: a REAL key may hold another form of the key the
@@ -436,6 +398,29 @@ impl Ctx {
             )));
         }
         done.map(|()| true)
+    }
+
+    /// Make entry `i` hold what a read of its row sees: deltas recorded blind become the
+    /// row they make from the stored one (or from defaults); a row first touched here
+    /// (`fresh`) becomes the stored row as it is. On an error the deltas stay.
+    fn settle(&mut self, i: usize, fresh: bool, key: &[Value]) -> Result<()> {
+        let entry = &self.entries[i];
+        let State::Deltas(deltas) = &entry.state else {
+            return Ok(());
+        };
+        let info = self.info(entry.table);
+        let base = (self.base)(&info.name, key);
+        let settled = if fresh {
+            State::Clean(base)
+        } else {
+            let mut row = base.unwrap_or_else(|| info.default_row(key));
+            for (col, by) in deltas {
+                row[*col] = add(&row[*col], by)?;
+            }
+            State::Row(row)
+        };
+        self.entries[i].state = settled;
+        Ok(())
     }
 
     /// Insert or replace a whole row: one value per declared column, in order.
