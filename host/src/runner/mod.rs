@@ -145,8 +145,9 @@ pub struct Runner {
 
 /// What one step of the loop did.
 enum Step {
-    /// Applied a batch (maybe empty of matching events).
-    Batch,
+    /// Applied a batch (maybe empty of matching events); `at_end`: it ended at the end of
+    /// the source (a source written to all the time may never come back empty).
+    Batch { at_end: bool },
     /// Nothing new yet, but the source is not at its end (catching up, reconnecting).
     Waiting,
     /// At the end of the source.
@@ -213,24 +214,23 @@ impl Runner {
                 // New code: its speed is not the old code's.
                 open.pace = self.pace();
             }
+            let looked = Instant::now();
             let step = match self.step(&mut open) {
                 Ok(step) => step,
                 Err(e) => return self.fault(&mut open, e),
             };
             match step {
-                Step::Batch | Step::Waiting => {}
+                Step::Batch { at_end: false } | Step::Waiting => {}
+                Step::Batch { at_end: true } => self.reached_end(&mut open),
                 Step::AtEnd => {
-                    if !open.caught_up {
-                        open.caught_up = true;
-                        self.warn_unmatched();
-                        self.stats.caught_up.store(true, Ordering::Relaxed);
-                        self.report(Transition::CaughtUp);
-                        tracing::info!(projection = %self.name(), version = self.version(), position = open.checkpoint.position.commit, "caught up");
-                    }
+                    self.reached_end(&mut open);
                     if self.once {
                         break;
                     }
-                    std::thread::sleep(Duration::from_millis(self.batch.poll_ms));
+                    // Look again `poll_ms` after the last look began: a shared source
+                    // may have waited at the end already.
+                    let poll = Duration::from_millis(self.batch.poll_ms);
+                    std::thread::sleep(poll.saturating_sub(looked.elapsed()));
                 }
                 Step::Paused(at) => {
                     self.commit(&mut open)?;
@@ -247,6 +247,18 @@ impl Runner {
         }
         tracing::info!(projection = %self.name(), position = open.checkpoint.position.commit, "stopped");
         Ok(())
+    }
+
+    /// At the end of the source: the first time, it has caught up.
+    fn reached_end(&self, open: &mut Open) {
+        if open.caught_up {
+            return;
+        }
+        open.caught_up = true;
+        self.warn_unmatched();
+        self.stats.caught_up.store(true, Ordering::Relaxed);
+        self.report(Transition::CaughtUp);
+        tracing::info!(projection = %self.name(), version = self.version(), position = open.checkpoint.position.commit, "caught up");
     }
 
     fn name(&self) -> &str {
@@ -292,6 +304,7 @@ impl Runner {
             resume,
             Filter::of(&schema),
             !self.once,
+            Duration::from_millis(self.batch.poll_ms),
             &self.reconnect,
             self.batch.shared_ingest,
         )
@@ -361,7 +374,7 @@ impl Runner {
                     events: o.checkpoint.events + 1,
                 };
                 o.db.apply_batch(Vec::new(), o.checkpoint, self.op_limits())?;
-                return Ok(Step::Batch);
+                return Ok(Step::Batch { at_end: false });
             }
             Err(e) => {
                 return Err(anyhow::Error::from(e).context(format!(
@@ -454,7 +467,9 @@ impl Runner {
             }
             add_time(&self.stats.commit_ns, t0);
         }
-        Ok(Step::Batch)
+        Ok(Step::Batch {
+            at_end: read.at_end,
+        })
     }
 
     /// Name the event where a batch failed: the one the module named, or the first that

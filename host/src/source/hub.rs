@@ -11,6 +11,9 @@
 //! it has caught up with a position the hub holds. There is no reader thread: the member
 //! that needs the next chunk first reads it for everyone (the others wait for it), so
 //! parsing runs on the runners' own threads and never queues behind them for a core.
+//! Likewise, at the end of a followed file one member watches for news for everyone
+//! while the others wait to be woken by it: a hundred idle projections cost one look at
+//! the file per `poll_ms`, not a hundred.
 //! The hub keeps at most [`AHEAD`] chunks past the slowest member and [`HISTORY`] chunks
 //! behind it (so a runner a little behind can still join): memory stays bounded. A member
 //! that holds the others back for longer than [`PATIENCE`] is left behind and reads on
@@ -284,11 +287,14 @@ impl Hub {
     }
 
     /// Read the next chunk for every member (the caller holds the lock in `s`, and
-    /// gets it back); waits at most `wait` for events.
+    /// gets it back); waits at most `wait` for events. With `watch`, at the end of a
+    /// followed source that answers at once (a file), it looks again every `watch`
+    /// meanwhile: one member watches the end for all, while the others wait for news.
     fn read_next<'a>(
         &'a self,
         mut s: MutexGuard<'a, State>,
         wait: Duration,
+        watch: Option<Duration>,
     ) -> MutexGuard<'a, State> {
         let Some(mut source) = s.source.take() else {
             return s;
@@ -296,7 +302,17 @@ impl Hub {
         s.busy = true;
         let mut buf = EventBuffer::reuse(self.pool.take());
         drop(s);
-        let read = source.read_batch(&mut buf, CHUNK, wait);
+        let deadline = Instant::now() + wait;
+        let read = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let read = source.read_batch(&mut buf, CHUNK, left);
+            let nothing_yet = matches!(&read, Ok(r) if r.at_end && r.last.is_none());
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(poll) = watch.filter(|_| self.follow && nothing_yet && !left.is_zero()) else {
+                break read;
+            };
+            std::thread::sleep(poll.min(left));
+        };
         let progress = source.progress();
         if matches!(&read, Ok(r) if r.at_end) {
             // Before taking the hub's lock: dropping a catch-up's pool takes a while.
@@ -312,7 +328,9 @@ impl Hub {
                 match read.last {
                     Some(last) => (Some(last), buf.into_events(), None),
                     None => {
-                        self.changed.notify_all();
+                        // No news: one waiting member takes over watching the end
+                        // (waking them all would only have them queue for the lock).
+                        self.changed.notify_one();
                         return s;
                     }
                 }
@@ -388,16 +406,19 @@ pub struct SharedSource {
     /// Progress as of the last chunk read through.
     done: u64,
     pending_error: Option<SourceError>,
+    /// How often this member, watching the end of a followed file for all, looks again.
+    poll: Duration,
 }
 
 impl SharedSource {
     /// A source for a runner after `from` with `filter`: it joins `spec`'s hub, or reads
-    /// on its own until it can.
+    /// on its own until it can. Following, it looks for news every `poll` at the end.
     pub fn open(
         spec: &str,
         from: Option<Position>,
         filter: Filter,
         follow: bool,
+        poll: Duration,
         retry: &super::esdb::RetrySettings,
     ) -> anyhow::Result<SharedSource> {
         let hub = Hub::of(spec, follow, retry);
@@ -412,6 +433,7 @@ impl SharedSource {
             last: from,
             done: 0,
             pending_error: None,
+            poll,
         })
     }
 
@@ -450,11 +472,18 @@ impl SharedSource {
                     if tried_end || wait.is_zero() {
                         // At the end, hand over what there is; catching up, the batch
                         // filled until its deadline, as a source of one's own would.
-                        batch.at_end = tried_end;
+                        // Having read every chunk of a hub at the source's end (while
+                        // another member watched it), this member is at the end too.
+                        batch.at_end = tried_end || s.at_end;
                         break None;
                     }
                     let slowest = slowest(&s);
-                    if s.busy {
+                    if s.busy && batch.read > 0 && s.at_end {
+                        // Another member watches the source's end: hand over what
+                        // there is now, not when its watch is over.
+                        batch.at_end = true;
+                        break None;
+                    } else if s.busy {
                         // Another member is reading the next chunk.
                         s = self.hub.wait(s, wait);
                     } else if s.next_seq.saturating_sub(slowest) >= AHEAD {
@@ -481,7 +510,10 @@ impl SharedSource {
                     } else {
                         s.blocked = None;
                         let at_end_before = s.next_seq;
-                        s = self.hub.read_next(s, wait);
+                        // A batch with events in it goes to its runner at the end,
+                        // not after a watch for more.
+                        let watch = (batch.read == 0).then_some(self.poll);
+                        s = self.hub.read_next(s, wait, watch);
                         tried_end = s.next_seq == at_end_before && s.at_end;
                     }
                 }
@@ -638,11 +670,16 @@ mod tests {
     }
 
     fn member(spec: &str) -> SharedSource {
+        open_member(spec, false)
+    }
+
+    fn open_member(spec: &str, follow: bool) -> SharedSource {
         SharedSource::open(
             spec,
             None,
             Filter::everything(),
-            false,
+            follow,
+            Duration::from_millis(20),
             &RetrySettings::default(),
         )
         .expect("open")
@@ -723,5 +760,72 @@ mod tests {
         rest.clear();
         assert!(read(&mut a, &mut rest, CHUNK).at_end);
         assert!(pooled() <= LIVE_POOL, "pooled at the end: {}", pooled());
+    }
+
+    #[test]
+    fn following_a_file_one_member_watches_its_end_and_every_member_gets_the_news() {
+        let (_dir, spec) = file(100);
+        let mut members: Vec<SharedSource> = (0..3).map(|_| open_member(&spec, true)).collect();
+        for m in &mut members {
+            let mut buf = EventBuffer::default();
+            let mut got = 0;
+            while got < 100 {
+                got += read(m, &mut buf, 1000).read;
+            }
+        }
+        // Every member waits at the end at once: those that waited for the watcher's
+        // news are at the end too (not merely out of time), so their runners count as
+        // caught up.
+        let members: Vec<SharedSource> = std::thread::scope(|s| {
+            let handles: Vec<_> = members
+                .into_iter()
+                .map(|mut m| {
+                    s.spawn(move || {
+                        let mut buf = EventBuffer::default();
+                        let r = m
+                            .read_batch(&mut buf, 1000, Duration::from_millis(300))
+                            .expect("read");
+                        assert!(r.at_end && r.read == 0, "at the end: {r:?}");
+                        m
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("member"))
+                .collect()
+        });
+        // Lines appended while they wait reach every member, once, in order.
+        std::thread::scope(|s| {
+            let handles: Vec<_> = members
+                .into_iter()
+                .map(|mut m| {
+                    s.spawn(move || {
+                        let mut buf = EventBuffer::default();
+                        let mut seen = Vec::new();
+                        while seen.len() < 2 {
+                            buf.clear();
+                            m.read_batch(&mut buf, 1000, Duration::from_secs(1))
+                                .expect("read");
+                            seen.extend(buf.iter().map(|e| e.position.commit));
+                        }
+                        seen
+                    })
+                })
+                .collect();
+            std::thread::sleep(Duration::from_millis(100));
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&spec)
+                .expect("append");
+            std::io::Write::write_all(
+                &mut f,
+                b"{\"stream\":\"s-1\",\"type\":\"T\",\"data\":{}}\n{\"stream\":\"s-2\",\"type\":\"T\",\"data\":{}}\n",
+            )
+            .expect("write");
+            for h in handles {
+                assert_eq!(h.join().expect("member"), vec![101, 102]);
+            }
+        });
     }
 }

@@ -322,18 +322,20 @@ pub fn is_esdb(spec: &str) -> bool {
 
 /// A runner's source after `from`: the host's shared reader of `spec` when `shared`
 /// (and the projection names no system events, which the shared subscription to an
-/// EventStoreDB server does not receive), else a reader of its own.
+/// EventStoreDB server does not receive), else a reader of its own. `poll`: how often
+/// the shared reader looks for news at the end of a followed file.
 pub fn open_for_runner(
     spec: &str,
     from: Option<Position>,
     filter: Filter,
     follow: bool,
+    poll: std::time::Duration,
     retry: &esdb::RetrySettings,
     shared: bool,
 ) -> Result<Box<dyn EventSource>> {
     if shared && !filter.wants_system_events() {
         return Ok(Box::new(hub::SharedSource::open(
-            spec, from, filter, follow, retry,
+            spec, from, filter, follow, poll, retry,
         )?));
     }
     open(spec, from, filter, follow, retry)
