@@ -12,8 +12,8 @@
 //! that needs the next chunk first reads it for everyone (the others wait for it), so
 //! parsing runs on the runners' own threads and never queues behind them for a core.
 //! Likewise, at the end of a followed file one member watches for news for everyone
-//! while the others wait to be woken by it: a hundred idle projections cost one look at
-//! the file per `poll_ms`, not a hundred.
+//! while the others wait to be woken by it (or until their batch's deadline): a hundred
+//! idle projections cost one look at the file per `poll_ms`, not a hundred.
 //! The hub keeps at most [`AHEAD`] chunks past the slowest member and [`HISTORY`] chunks
 //! behind it (so a runner a little behind can still join): memory stays bounded. A member
 //! that holds the others back for longer than [`PATIENCE`] is left behind and reads on
@@ -287,13 +287,14 @@ impl Hub {
     }
 
     /// Read the next chunk for every member (the caller holds the lock in `s`, and
-    /// gets it back); waits at most `wait` for events. With `watch`, at the end of a
-    /// followed source that answers at once (a file), it looks again every `watch`
-    /// meanwhile: one member watches the end for all, while the others wait for news.
+    /// gets it back); waits until `deadline` at most for events. With `watch`, at the
+    /// end of a followed source that answers at once (a file), it looks again every
+    /// `watch` meanwhile: one member watches the end for all, while the others wait for
+    /// news.
     fn read_next<'a>(
         &'a self,
         mut s: MutexGuard<'a, State>,
-        wait: Duration,
+        deadline: Instant,
         watch: Option<Duration>,
     ) -> MutexGuard<'a, State> {
         let Some(mut source) = s.source.take() else {
@@ -302,7 +303,6 @@ impl Hub {
         s.busy = true;
         let mut buf = EventBuffer::reuse(self.pool.take());
         drop(s);
-        let deadline = Instant::now() + wait;
         let read = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let read = source.read_batch(&mut buf, CHUNK, left);
@@ -475,6 +475,11 @@ impl SharedSource {
                         // Having read every chunk of a hub at the source's end (while
                         // another member watched it), this member is at the end too.
                         batch.at_end = tried_end || s.at_end;
+                        if !tried_end && s.at_end && !s.busy && s.is_open() {
+                            // Nobody watches the end: this member may have been the one
+                            // woken to take over (with no time left), so pass it on.
+                            self.hub.changed.notify_one();
+                        }
                         break None;
                     }
                     let slowest = slowest(&s);
@@ -513,7 +518,7 @@ impl SharedSource {
                         // A batch with events in it goes to its runner at the end,
                         // not after a watch for more.
                         let watch = (batch.read == 0).then_some(self.poll);
-                        s = self.hub.read_next(s, wait, watch);
+                        s = self.hub.read_next(s, budget.deadline(), watch);
                         tried_end = s.next_seq == at_end_before && s.at_end;
                     }
                 }
@@ -673,6 +678,7 @@ mod tests {
         open_member(spec, false)
     }
 
+    /// A member reading from the start, following the file or not.
     fn open_member(spec: &str, follow: bool) -> SharedSource {
         SharedSource::open(
             spec,
@@ -782,10 +788,14 @@ mod tests {
                 .map(|mut m| {
                     s.spawn(move || {
                         let mut buf = EventBuffer::default();
+                        let t0 = Instant::now();
                         let r = m
                             .read_batch(&mut buf, 1000, Duration::from_millis(300))
                             .expect("read");
                         assert!(r.at_end && r.read == 0, "at the end: {r:?}");
+                        // Watched or waited for news (each looking for itself would
+                        // have come back at once).
+                        assert!(t0.elapsed() >= Duration::from_millis(250));
                         m
                     })
                 })
@@ -826,6 +836,42 @@ mod tests {
             for h in handles {
                 assert_eq!(h.join().expect("member"), vec![101, 102]);
             }
+        });
+    }
+
+    #[test]
+    fn a_member_holding_events_hands_them_over_while_another_watches_the_end() {
+        let (_dir, spec) = file(100);
+        let (mut watcher, mut behind) = (open_member(&spec, true), open_member(&spec, true));
+        let mut buf = EventBuffer::default();
+        let mut got = 0;
+        while got < 100 {
+            got += read(&mut watcher, &mut buf, 1000).read;
+        }
+        assert_eq!(read(&mut behind, &mut buf, 50).read, 50);
+        std::thread::scope(|s| {
+            let watching = s.spawn(move || {
+                let mut buf = EventBuffer::default();
+                watcher
+                    .read_batch(&mut buf, 1000, Duration::from_secs(3))
+                    .expect("watch")
+            });
+            std::thread::sleep(Duration::from_millis(100));
+            let t0 = Instant::now();
+            buf.clear();
+            let r = behind
+                .read_batch(&mut buf, 1000, Duration::from_secs(5))
+                .expect("read");
+            assert_eq!((r.read, r.at_end), (50, true));
+            assert_eq!(buf.iter().last().map(|e| e.position.commit), Some(100));
+            // At once, not when the other's three-second watch is over.
+            assert!(
+                t0.elapsed() < Duration::from_millis(1500),
+                "{:?}",
+                t0.elapsed()
+            );
+            let watched = watching.join().expect("watcher");
+            assert!(watched.at_end && watched.read == 0);
         });
     }
 }

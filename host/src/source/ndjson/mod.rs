@@ -266,11 +266,13 @@ impl EventSource for NdjsonSource {
                 break;
             }
             batch.read += 1;
+            // Before the clock check: the event is in the batch, so the batch's last
+            // position (the runner's next checkpoint) must be its.
+            batch.last = Some(Position::at(self.line_no));
             // Checking the clock every 256 lines keeps it off the per-event path.
             if batch.read % 256 == 0 && std::time::Instant::now() >= budget.deadline() {
                 break;
             }
-            batch.last = Some(Position::at(self.line_no));
         }
         if batch.at_end {
             self.len = self
@@ -406,6 +408,33 @@ mod tests {
             batch.clear();
         }
         Ok(all)
+    }
+
+    #[test]
+    fn a_batch_cut_short_by_its_deadline_ends_at_its_last_event() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("e.ndjson");
+        let line = "{\"stream\":\"a\",\"type\":\"T\",\"data\":{}}\n";
+        std::fs::write(&path, line.repeat(1000)).expect("write");
+        let mut src = NdjsonSource::open(&path, None, Filter::default(), false).expect("open");
+        let mut buf = EventBuffer::default();
+        let mut handed_over = 0;
+        loop {
+            buf.clear();
+            // No time at all: every read stops at its first clock check.
+            let read = src
+                .read_batch(&mut buf, 1000, Duration::ZERO)
+                .expect("read");
+            let Some(last) = read.last else { break };
+            assert!(read.read < 1000, "the deadline cut the batch: {read:?}");
+            let events: Vec<u64> = buf.iter().map(|e| e.position.commit).collect();
+            // The checkpoint after this batch is its last event: not one before it
+            // (which a restart would apply twice).
+            assert_eq!(events.last(), Some(&last.commit));
+            assert_eq!(events.first(), Some(&(handed_over + 1)));
+            handed_over = last.commit;
+        }
+        assert_eq!(handed_over, 1000);
     }
 
     #[test]
