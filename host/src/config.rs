@@ -155,7 +155,8 @@ pub struct BatchSettings {
     pub commit_events: u64,
     /// ...or after this long, whichever comes first. Live, every batch commits.
     pub commit_interval_ms: u64,
-    /// How often a caught-up runner looks for new events.
+    /// How often a caught-up runner looks for new events (at the end of a followed file
+    /// read by the shared reader, one runner looks for all while the others wait).
     pub poll_ms: u64,
     /// Runners at the head share one reader per source, so each event is parsed (or
     /// received from the server) once per host; off, every runner reads on its own.

@@ -697,6 +697,15 @@ mod tests {
             .expect("read")
     }
 
+    /// Read `src` until it has handed over `n` events.
+    fn read_through(src: &mut SharedSource, n: u64) {
+        let mut buf = EventBuffer::default();
+        let mut got = 0;
+        while got < n {
+            got += read(src, &mut buf, 1000).read;
+        }
+    }
+
     fn line(e: &Event) -> String {
         String::from_utf8_lossy(&e.data).into_owned()
     }
@@ -773,11 +782,7 @@ mod tests {
         let (_dir, spec) = file(100);
         let mut members: Vec<SharedSource> = (0..3).map(|_| open_member(&spec, true)).collect();
         for m in &mut members {
-            let mut buf = EventBuffer::default();
-            let mut got = 0;
-            while got < 100 {
-                got += read(m, &mut buf, 1000).read;
-            }
+            read_through(m, 100);
         }
         // Every member waits at the end at once: those that waited for the watcher's
         // news are at the end too (not merely out of time), so their runners count as
@@ -843,11 +848,8 @@ mod tests {
     fn a_member_holding_events_hands_them_over_while_another_watches_the_end() {
         let (_dir, spec) = file(100);
         let (mut watcher, mut behind) = (open_member(&spec, true), open_member(&spec, true));
+        read_through(&mut watcher, 100);
         let mut buf = EventBuffer::default();
-        let mut got = 0;
-        while got < 100 {
-            got += read(&mut watcher, &mut buf, 1000).read;
-        }
         assert_eq!(read(&mut behind, &mut buf, 50).read, 50);
         std::thread::scope(|s| {
             let watching = s.spawn(move || {
