@@ -76,9 +76,11 @@ impl<'a> Deserializer<'a> {
 
     /// A string without escapes or control characters, without its quotes.
     fn string(&mut self) -> R<&'a str> {
+        let start = self.i + 1;
         let end = json_skim::string_end(self.b, self.i).ok_or(GiveUp)?;
-        // The quotes are ASCII, so both ends are on character boundaries.
-        let s = self.text.get(self.i + 1..end).ok_or(GiveUp)?;
+        // SAFETY: `b` is `text`'s bytes, and `start - 1` and `end` hold quotes: ASCII, so
+        // both ends of the range are on character boundaries (and `end` is in bounds).
+        let s = unsafe { self.text.get_unchecked(start..end) };
         self.i = end + 1;
         Ok(s)
     }
