@@ -522,7 +522,7 @@ impl Ctx {
 
     /// The coalesced ops of the batch, packed: at most one per touched row, in
     /// first-touch order.
-    pub(crate) fn pack_ops(self) -> Vec<u8> {
+    pub(crate) fn pack_ops(&self) -> Vec<u8> {
         let mut w = OpWriter::with_capacity(self.entries.len());
         for e in &self.entries {
             let info = self.info(e.table);

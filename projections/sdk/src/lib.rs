@@ -211,7 +211,11 @@ pub mod __private {
             P::handle(&mut ctx, &event).map_err(|e| failed(e.0, index))?;
             index += 1;
         }
-        Ok(ctx.pack_ops())
+        let ops = ctx.pack_ops();
+        // The instance ends with this call: freeing the overlay row by row would only
+        // fill free lists nobody takes from.
+        std::mem::forget(ctx);
+        Ok(ops)
     }
 
     /// Ops packed for the handle export (for modules that bypass [`Projection`]).
