@@ -1,4 +1,5 @@
-//! The runtime: compile cache across restarts, and components that are not projections.
+//! The runtime: compile cache across restarts, components that are not projections, and
+//! modules' functions named to `perf`.
 
 mod common;
 
@@ -54,4 +55,56 @@ fn a_component_of_another_world_is_rejected_with_a_reason() {
         rt.load(b"random bytes, not wasm").err().expect("rejected")
     );
     assert!(err.contains("not a valid WebAssembly component"), "{err}");
+}
+
+#[test]
+fn projector_perfmap_names_each_modules_functions_to_perf() {
+    let dir = tempfile::tempdir().unwrap();
+    shop_events(&dir.path().join("events.ndjson"), 3, 200);
+    let m = modules(dir.path(), &["order-summary"]);
+    let cfg = dir.path().join("projector.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "source = \"events.ndjson\"\ndata = \"data\"\nmodules = {:?}\n[http]\nlisten = \"\"\n",
+            m.to_string_lossy()
+        ),
+    )
+    .unwrap();
+    let run = |perfmap: &str| {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_projector"))
+            .args(["run", "--once", "--config"])
+            .arg(&cfg)
+            .env("PROJECTOR_PERFMAP", perfmap)
+            .env("PROJECTOR_CACHE", dir.path().join("cache"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let map = std::path::PathBuf::from(format!("/tmp/perf-{}.map", child.id()));
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let text = std::fs::read_to_string(&map).ok();
+        let _ = std::fs::remove_file(&map);
+        std::fs::remove_dir_all(dir.path().join("data")).unwrap();
+        text
+    };
+    // One line per compiled function: start address, size (both hex), name.
+    let named = |text: &str| {
+        text.lines()
+            .filter(|l| {
+                let f: Vec<&str> = l.splitn(3, ' ').collect();
+                f.len() == 3
+                    && f[..2]
+                        .iter()
+                        .all(|h| u64::from_str_radix(h.trim_start_matches("0x"), 16).is_ok())
+                    && !f[2].is_empty()
+            })
+            .count()
+    };
+    let compiled = run("1").expect("a perf map");
+    assert!(named(&compiled) > 10, "{compiled}");
+    let cached = run("1").expect("a perf map for a module loaded from the cache");
+    assert_eq!(named(&cached), named(&compiled), "{cached}");
+    assert_eq!(run("0"), None, "no map unless asked for");
 }

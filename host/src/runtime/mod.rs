@@ -151,6 +151,11 @@ impl Runtime {
             .epoch_interruption(true)
             .cranelift_nan_canonicalization(true)
             .relaxed_simd_deterministic(true);
+        // `PROJECTOR_PERFMAP=1`: each module's functions named to `perf` in
+        // /tmp/perf-PID.map, to see where a projection spends its time.
+        if std::env::var_os("PROJECTOR_PERFMAP").is_some_and(|v| v != "0") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine =
             Engine::new(&config).map_err(|e| anyhow::anyhow!("creating the wasm engine: {e}"))?;
         let mut linker = Linker::new(&engine);
