@@ -166,7 +166,8 @@ pub struct BatchSettings {
     /// host has cores (where a core is spare for it).
     pub read_ahead: bool,
     /// Size each call from the module's last one (up to `max_events`); off, every call
-    /// asks for `max_events` (fixed batch boundaries over a file, as tests want).
+    /// asks for `max_events` (over a file, boundaries set by the count alone while a
+    /// batch reads within `max_wait_ms`, as tests want).
     pub adaptive: bool,
 }
 

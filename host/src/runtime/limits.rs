@@ -8,7 +8,8 @@ use wasmtime::{StoreLimits, StoreLimitsBuilder};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// Deterministic CPU budget per event (wasmtime fuel); 0 turns fuel metering off.
+    /// CPU budget per event in Wasm instructions (wasmtime fuel), pooled over a call's
+    /// events; 0 turns fuel metering off.
     pub fuel_per_event: u64,
     /// Wall-clock backstop for one call, in milliseconds.
     pub timeout_ms: u64,
