@@ -194,7 +194,9 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
         self.deserialize_str(visitor)
     }
     fn deserialize_identifier<V: Visitor<'de>>(self, visitor: V) -> R<V::Value> {
-        self.deserialize_str(visitor)
+        // A key: `next_key_seed` has passed the whitespace before it (anywhere else, a
+        // quote not found here gives up to serde_json, which reads it all the same).
+        visitor.visit_borrowed_str(self.string()?)
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> R<V::Value> {
