@@ -3,7 +3,9 @@
 # in this run on this machine, printed as ONE table at the end (progress on stderr).
 #
 #   noop / order-summary / customer-stats / both   `projector run --once` over the file
-#                                                   (fuel on; "both" with one shared
+#                                                   (fuel on, and the fuel each module
+#                                                   alone used: exact from run to run;
+#                                                   "both" with one shared
 #                                                   reader, the default, and with each
 #                                                   reading on its own; without
 #                                                   read-ahead (order-summary alone);
@@ -89,6 +91,17 @@ TOML
   echo "$work/$name/projector.toml"
 }
 
+# The fuel a projection's module used over the run (wasmtime's count of the Wasm
+# instructions it ran): unlike the rates, the same on every run of the same module, so
+# changes to a module compare exactly on this noisy VM.
+fuel() { # config name
+  "$bin/projector" status --config "$1" --json 2>/dev/null | python3 -c '
+import json, sys
+name, count = sys.argv[1], int(sys.argv[2])
+fuel = next(p["fuel_used"] for p in json.load(sys.stdin) if p["name"] == name)
+print(f"fuel {fuel / 1e9:.3f}G = {fuel / count:,.0f} instructions per event")' "$2" "$COUNT"
+}
+
 # The noop fixture under N names in a folder: its manifest name "noop" is one i32.const
 # in the code (4 bytes); each copy gets "n000", "n001", ... in its place (same length).
 noop_copies() { # count folder
@@ -135,13 +148,13 @@ for spec in "noop:10000000:noop" "order-summary:10000000:order-summary" \
   read -r rate prate secs < <("$bin/projector" run --config "$cfg" --once 2>/dev/null \
     | tee /dev/stderr | rates)
   case $name in
-    noop) row "noop (host + Wasm boundary only)" "$rate" "${secs} s" ;;
+    noop) row "noop (host + Wasm boundary only)" "$rate" "${secs} s; $(fuel "$cfg" noop)" ;;
     both) both_rate=$rate
           row "both shop projections" "$rate" "${prate} projection-events/s, ${secs} s" ;;
     both-own) row "both, each reading the file on its own" "$rate" "${prate} projection-events/s, ${secs} s (shared_ingest = false)" ;;
     order-summary-no-read-ahead) row "order-summary alone, no read-ahead" "$rate" "${secs} s (read_ahead = false)" ;;
     both-fuel-off) row "both, fuel metering off" "$rate" "${prate} projection-events/s, ${secs} s" ;;
-    *) row "$name alone" "$rate" "${secs} s" ;;
+    *) row "$name alone" "$rate" "${secs} s; $(fuel "$cfg" "$name")" ;;
   esac
 done
 

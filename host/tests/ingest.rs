@@ -68,16 +68,10 @@ fn every_module_is_compiled_before_any_runner_starts() {
     // ahead (out of the shared reader's reach) and read on their own until caught up.
     let dir = tempfile::tempdir().unwrap();
     shop_events(&dir.path().join("events.ndjson"), 8, 2_000);
-    let m = modules(dir.path(), &["customer-stats", "noop", "order-summary"]);
-    let cfg = dir.path().join("projector.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "source = \"events.ndjson\"\ndata = \"data\"\nmodules = {:?}\n[http]\nlisten = \"\"\n",
-            m.to_string_lossy()
-        ),
-    )
-    .unwrap();
+    let cfg = config_file(
+        dir.path(),
+        &modules(dir.path(), &["customer-stats", "noop", "order-summary"]),
+    );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_projector"))
         .args(["run", "--once", "--config"])
         .arg(&cfg)

@@ -51,6 +51,21 @@ pub fn modules(dir: &Path, names: &[&str]) -> PathBuf {
     m
 }
 
+/// A config file for the binary in `dir`: the events in `dir/events.ndjson`, data in
+/// `dir/data`, the modules in `modules`, no HTTP.
+pub fn config_file(dir: &Path, modules: &Path) -> PathBuf {
+    let cfg = dir.join("projector.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "source = \"events.ndjson\"\ndata = \"data\"\nmodules = {:?}\n[http]\nlisten = \"\"\n",
+            modules.to_string_lossy()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
 /// Write `count` shop events from `seed` to `path`.
 pub fn shop_events(path: &Path, seed: u64, count: u64) {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
