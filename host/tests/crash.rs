@@ -10,26 +10,17 @@ use std::time::{Duration, Instant};
 use common::*;
 use shop_events::Fold;
 
-fn write_config(dir: &Path, modules: &Path) -> std::path::PathBuf {
-    let path = dir.join("projector.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "source = \"events.ndjson\"\ndata = \"data\"\nmodules = {:?}\n[batch]\nmax_events = 300\ncommit_events = 3000\n",
-            modules.to_string_lossy()
-        ),
-    )
-    .unwrap();
-    path
-}
-
 #[test]
 fn kill_dash_nine_leaves_a_prefix_and_restart_completes_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.ndjson");
     shop_events(&events, 99, 400_000);
     let m = modules(dir.path(), &["order-summary", "customer-stats"]);
-    let cfg = write_config(dir.path(), &m);
+    let cfg = config_file(
+        dir.path(),
+        &m,
+        "[batch]\nmax_events = 300\ncommit_events = 3000\n",
+    );
     let data = dir.path().join("data");
 
     for round in 0..2 {

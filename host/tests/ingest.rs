@@ -71,6 +71,7 @@ fn every_module_is_compiled_before_any_runner_starts() {
     let cfg = config_file(
         dir.path(),
         &modules(dir.path(), &["customer-stats", "noop", "order-summary"]),
+        "",
     );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_projector"))
         .args(["run", "--once", "--config"])

@@ -61,7 +61,7 @@ fn a_component_of_another_world_is_rejected_with_a_reason() {
 fn projector_perfmap_names_each_modules_functions_to_perf() {
     let dir = tempfile::tempdir().unwrap();
     shop_events(&dir.path().join("events.ndjson"), 3, 200);
-    let cfg = config_file(dir.path(), &modules(dir.path(), &["order-summary"]));
+    let cfg = config_file(dir.path(), &modules(dir.path(), &["order-summary"]), "");
     let run = |perfmap: &str| {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_projector"))
             .args(["run", "--once", "--config"])

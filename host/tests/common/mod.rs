@@ -52,13 +52,13 @@ pub fn modules(dir: &Path, names: &[&str]) -> PathBuf {
 }
 
 /// A config file for the binary in `dir`: the events in `dir/events.ndjson`, data in
-/// `dir/data`, the modules in `modules`, no HTTP.
-pub fn config_file(dir: &Path, modules: &Path) -> PathBuf {
+/// `dir/data`, the modules in `modules`, no HTTP, then the tables in `extra`.
+pub fn config_file(dir: &Path, modules: &Path, extra: &str) -> PathBuf {
     let cfg = dir.join("projector.toml");
     std::fs::write(
         &cfg,
         format!(
-            "source = \"events.ndjson\"\ndata = \"data\"\nmodules = {:?}\n[http]\nlisten = \"\"\n",
+            "source = \"events.ndjson\"\ndata = \"data\"\nmodules = {:?}\n[http]\nlisten = \"\"\n{extra}",
             modules.to_string_lossy()
         ),
     )
