@@ -2,16 +2,19 @@
 //! shared reader in `hub.rs` opens one per host for every runner at the head), from a
 //! checkpoint, with a server-side filter built from the interests it serves.
 //!
-//! A task on a shared tokio runtime owns the subscription and hands events, filtered
-//! checkpoints and the caught-up signal to the runner through a bounded channel, in
-//! order. When the subscription is lost (connection refused, dropped, server restarted)
+//! A task on a shared tokio runtime owns the subscription. It turns the client's events
+//! into the host's own (on its own thread, where the client allocated them) and hands
+//! them to the runner in chunks, with filtered checkpoints and the caught-up signal,
+//! through a bounded channel, in order: a chunk goes out when it is full or when the
+//! server has nothing more ready, so a live event waits for no other. Spent chunks come
+//! back for reuse, so steady-state reading allocates nothing per event. When the subscription is lost (connection refused, dropped, server restarted)
 //! the task resubscribes after the last position it handed over — so nothing is skipped
 //! and nothing is delivered twice — with exponential backoff and jitter, logging each
 //! attempt, and gives up after `max_attempts` failures in a row.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::Poll;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -24,7 +27,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::{Budget, EventBuffer, EventSource, Filter, Progress, ReadBatch, SourceError};
-use crate::wit::Position;
+use crate::wit::{Event, Position};
 
 /// How a lost subscription is retried.
 #[derive(Debug, Clone, Deserialize)]
@@ -66,13 +69,64 @@ impl RetrySettings {
 
 /// Filtered subscriptions report a checkpoint after this many events they skipped.
 const CHECKPOINT_EVERY: u32 = 1000;
-/// Messages buffered between the subscription task and the runner.
-const CHANNEL: usize = 16 * 1024;
+/// Entries in a full chunk.
+const CHUNK: usize = 256;
+/// Messages buffered between the subscription task and the runner (16k events in
+/// full chunks).
+const CHANNEL: usize = 64;
+
+/// One entry of a [`Chunk`], in the subscription's order.
+#[derive(Clone, Copy)]
+enum Entry {
+    /// `events[i]`, which the runner's filter matched.
+    Event(u32),
+    /// An event the runner's filter does not match: read, not delivered.
+    Skipped(Position),
+    /// A filtered subscription's checkpoint: everything before it was considered.
+    Checkpoint(Position),
+}
+
+/// Events and checkpoints in order, filled by the subscription task; its `events` keep
+/// their allocations from use to use (the runner swaps its spent events in).
+#[derive(Default)]
+struct Chunk {
+    entries: Vec<Entry>,
+    events: Vec<Event>,
+    /// Events filled in.
+    used: usize,
+    /// Entries the runner has taken.
+    taken: usize,
+}
+
+impl Chunk {
+    /// Fill in the next event (reusing a spent one when there is one) and enter it.
+    fn push(&mut self, e: &kurrentdb::RecordedEvent, position: Position) {
+        if self.used == self.events.len() {
+            self.events.push(Event::default());
+        }
+        fill(&mut self.events[self.used], e, position);
+        self.entries.push(Entry::Event(self.used as u32));
+        self.used += 1;
+    }
+
+    /// Empty again, keeping the events' allocations.
+    fn reset(&mut self) {
+        self.entries.clear();
+        self.used = 0;
+        self.taken = 0;
+    }
+}
+
+/// Spent chunks, back from the runner for the subscription task to refill.
+type Spent = Arc<Mutex<Vec<Chunk>>>;
+/// Spent chunks kept (the rest are freed): enough for a catch-up's steady flow, little
+/// for an idle host to hold.
+const SPENT_KEPT: usize = 8;
 
 /// What the subscription task hands to the runner.
 enum Msg {
-    Event(Box<kurrentdb::RecordedEvent>),
-    Checkpoint(Position),
+    /// Events, skipped events and checkpoints, in order.
+    Events(Chunk),
     /// Caught up, with the position of the last event the server considered (when it
     /// says): everything up to there was delivered, so it is a checkpoint too.
     CaughtUp(Option<Position>),
@@ -99,7 +153,9 @@ pub struct EsdbSource {
     rx: mpsc::Receiver<Msg>,
     task: tokio::task::JoinHandle<()>,
     handle: tokio::runtime::Handle,
-    filter: Filter,
+    /// The chunk being taken from, when one is.
+    chunk: Option<Chunk>,
+    spent: Spent,
     follow: bool,
     caught_up: bool,
     pending_error: Option<SourceError>,
@@ -122,20 +178,24 @@ impl EsdbSource {
         let handle = runtime()?.handle().clone();
         let (tx, rx) = mpsc::channel(CHANNEL);
         let head = Arc::new(AtomicU64::new(0));
+        let spent = Spent::default();
         let pump = Pump {
             url: url.to_string(),
             settings,
-            filter: server_filter(&filter),
+            server_filter: server_filter(&filter),
+            filter,
             retry,
             tx,
             head: head.clone(),
+            spent: spent.clone(),
         };
         let task = handle.spawn(pump.run(from));
         Ok(EsdbSource {
             rx,
             task,
             handle,
-            filter,
+            chunk: None,
+            spent,
             follow,
             caught_up: false,
             pending_error: None,
@@ -157,8 +217,7 @@ impl EsdbSource {
                 return None;
             }
             if !self.caught_up {
-                // Catching up: let a few hundred events gather rather than waking up
-                // for each one (a wake-up per event costs more than the event).
+                // Catching up: let a few chunks gather rather than waking up for each.
                 std::thread::sleep(wait.min(Duration::from_millis(1)));
                 continue;
             }
@@ -168,6 +227,40 @@ impl EsdbSource {
                 .block_on(async { tokio::time::timeout(wait, rx.recv()).await })
                 .ok()
                 .flatten();
+        }
+    }
+
+    /// Move the current chunk's entries into `out` while the budget allows; a chunk
+    /// taken to its end goes back to the subscription task.
+    fn take(&mut self, out: &mut EventBuffer, budget: &Budget, batch: &mut ReadBatch) {
+        let Some(chunk) = self.chunk.as_mut() else {
+            return;
+        };
+        while chunk.taken < chunk.entries.len() && budget.more(out, batch) {
+            match chunk.entries[chunk.taken] {
+                Entry::Event(i) => {
+                    let e = &mut chunk.events[i as usize];
+                    batch.read += 1;
+                    batch.last = Some(e.position);
+                    // The slot's spent event goes into the chunk, to be refilled there.
+                    std::mem::swap(out.next_slot(), e);
+                }
+                Entry::Skipped(p) => {
+                    batch.read += 1;
+                    batch.last = Some(p);
+                }
+                Entry::Checkpoint(p) => batch.last = Some(p),
+            }
+            chunk.taken += 1;
+        }
+        if chunk.taken == chunk.entries.len()
+            && let Some(mut chunk) = self.chunk.take()
+        {
+            chunk.reset();
+            let mut spent = self.spent.lock().unwrap_or_else(|e| e.into_inner());
+            if spent.len() < SPENT_KEPT {
+                spent.push(chunk);
+            }
         }
     }
 }
@@ -191,7 +284,11 @@ impl EventSource for EsdbSource {
         let budget = Budget::new(max, max_wait);
         let deadline = budget.deadline();
         let mut batch = ReadBatch::default();
-        while budget.more(out, &batch) {
+        loop {
+            self.take(out, &budget, &mut batch);
+            if !budget.more(out, &batch) {
+                break;
+            }
             // Live, hand over what is there at once; catching up, fill the batch.
             let until = if self.caught_up && batch.last.is_some() {
                 Instant::now()
@@ -200,18 +297,7 @@ impl EventSource for EsdbSource {
             };
             let Some(msg) = self.next(until) else { break };
             match msg {
-                Msg::Event(e) => {
-                    let position = Position {
-                        commit: e.position.commit,
-                        prepare: e.position.prepare,
-                    };
-                    batch.read += 1;
-                    batch.last = Some(position);
-                    if self.filter.matches(e.stream_id(), &e.event_type) {
-                        fill(out, &e, position);
-                    }
-                }
-                Msg::Checkpoint(p) => batch.last = Some(p),
+                Msg::Events(chunk) => self.chunk = Some(chunk),
                 Msg::CaughtUp(at) => {
                     if let Some(p) = at
                         && p.commit > batch.last.map_or(self.done, |l| l.commit)
@@ -233,7 +319,7 @@ impl EventSource for EsdbSource {
             self.done = p.commit;
             self.head.fetch_max(p.commit, Ordering::Relaxed);
         }
-        batch.at_end = self.caught_up && self.rx.is_empty();
+        batch.at_end = self.caught_up && self.chunk.is_none() && self.rx.is_empty();
         if batch.at_end && !self.follow {
             // `--once`: the end is where the subscription caught up.
             self.task.abort();
@@ -249,9 +335,8 @@ impl EventSource for EsdbSource {
     }
 }
 
-/// Copy one recorded event into the next slot of the batch.
-fn fill(out: &mut EventBuffer, e: &kurrentdb::RecordedEvent, position: Position) {
-    let slot = out.next_slot();
+/// Copy one recorded event into `slot` (a spent event: its allocations are reused).
+fn fill(slot: &mut Event, e: &kurrentdb::RecordedEvent, position: Position) {
     slot.stream_id.clear();
     slot.stream_id.push_str(e.stream_id());
     slot.event_type.clear();
@@ -313,10 +398,13 @@ fn escape(s: &str) -> String {
 struct Pump {
     url: String,
     settings: ClientSettings,
-    filter: SubscriptionFilter,
+    server_filter: SubscriptionFilter,
+    /// The runner's own filter, which the server's cannot fully express.
+    filter: Filter,
     retry: RetrySettings,
     tx: mpsc::Sender<Msg>,
     head: Arc<AtomicU64>,
+    spent: Spent,
 }
 
 impl Pump {
@@ -342,7 +430,9 @@ impl Pump {
         }
     }
 
-    /// One subscription, until it fails (Err) or the runner is gone (Ok).
+    /// One subscription, until it fails (Err) or the runner is gone (Ok). `from` moves
+    /// with every event put into a chunk, and every chunk is handed over before this
+    /// returns, so a resubscription after `from` skips nothing and repeats nothing.
     async fn subscribe(&self, from: &mut Option<Position>, failures: &mut u32) -> Result<()> {
         // A fresh client per attempt: a client whose connection gave up stays down.
         let client = Client::new(self.settings.clone())
@@ -359,20 +449,49 @@ impl Pump {
         };
         let options = SubscribeToAllOptions::default()
             .position(position)
-            .filter(self.filter.clone());
+            .filter(self.server_filter.clone());
         let mut sub = client.subscribe_to_all(&options).await;
+        let mut chunk = self.fresh();
         loop {
-            let msg = match sub.next_subscription_event().await? {
+            let next = sub.next_subscription_event();
+            let mut next = std::pin::pin!(next);
+            let ready = std::future::poll_fn(|cx| Poll::Ready(next.as_mut().poll(cx))).await;
+            let item = match ready {
+                Poll::Ready(item) => item,
+                Poll::Pending => {
+                    // Nothing more is ready: hand over what has gathered, then wait.
+                    if !self.hand_over(&mut chunk).await {
+                        return Ok(());
+                    }
+                    next.await
+                }
+            };
+            let event = match item {
+                Ok(event) => event,
+                Err(e) => {
+                    // The events before the failure go out first.
+                    if !self.hand_over(&mut chunk).await {
+                        return Ok(());
+                    }
+                    return Err(e.into());
+                }
+            };
+            match event {
                 SubscriptionEvent::EventAppeared(e) => {
                     *failures = 0;
                     let Some(e) = e.link.or(e.event) else {
                         continue;
                     };
-                    *from = Some(Position {
+                    let position = Position {
                         commit: e.position.commit,
                         prepare: e.position.prepare,
-                    });
-                    Msg::Event(Box::new(e))
+                    };
+                    *from = Some(position);
+                    if self.filter.matches(e.stream_id(), &e.event_type) {
+                        chunk.push(&e, position);
+                    } else {
+                        chunk.entries.push(Entry::Skipped(position));
+                    }
                 }
                 SubscriptionEvent::Checkpoint(p) => {
                     let p = Position {
@@ -380,7 +499,7 @@ impl Pump {
                         prepare: p.prepare,
                     };
                     *from = Some(p);
-                    Msg::Checkpoint(p)
+                    chunk.entries.push(Entry::Checkpoint(p));
                 }
                 SubscriptionEvent::CaughtUp(c) => {
                     *failures = 0;
@@ -393,14 +512,34 @@ impl Pump {
                     {
                         *from = Some(p);
                     }
-                    Msg::CaughtUp(at)
+                    if !self.hand_over(&mut chunk).await
+                        || self.tx.send(Msg::CaughtUp(at)).await.is_err()
+                    {
+                        return Ok(());
+                    }
                 }
                 _ => continue,
-            };
-            if self.tx.send(msg).await.is_err() {
+            }
+            if chunk.entries.len() >= CHUNK && !self.hand_over(&mut chunk).await {
                 return Ok(());
             }
         }
+    }
+
+    /// A chunk to fill: a spent one when the runner has given one back.
+    fn fresh(&self) -> Chunk {
+        let mut spent = self.spent.lock().unwrap_or_else(|e| e.into_inner());
+        spent.pop().unwrap_or_default()
+    }
+
+    /// Send `chunk` to the runner (when it has anything) and start a fresh one; false
+    /// when the runner is gone.
+    async fn hand_over(&self, chunk: &mut Chunk) -> bool {
+        if chunk.entries.is_empty() {
+            return true;
+        }
+        let full = std::mem::replace(chunk, self.fresh());
+        self.tx.send(Msg::Events(full)).await.is_ok()
     }
 
     /// The position of the last event in `$all`, for progress display.

@@ -232,17 +232,7 @@ impl EventBuffer {
     /// The next event to fill in: a recycled one (holding stale values) or a new one.
     pub fn next_slot(&mut self) -> &mut Event {
         if self.len == self.events.len() {
-            self.events.push(Event {
-                stream_id: String::new(),
-                event_type: String::new(),
-                event_id: String::new(),
-                revision: 0,
-                position: Position::default(),
-                created_ms: 0,
-                content_type: String::new(),
-                data: Vec::new(),
-                metadata: Vec::new(),
-            });
+            self.events.push(Event::default());
         }
         self.order.push(Slot::Own(self.len as u32));
         self.len += 1;

@@ -29,6 +29,24 @@ impl Default for Position {
     }
 }
 
+// Generated, as above: an event with every field empty, for buffers to fill in.
+#[allow(clippy::derivable_impls)]
+impl Default for Event {
+    fn default() -> Self {
+        Event {
+            stream_id: String::new(),
+            event_type: String::new(),
+            event_id: String::new(),
+            revision: 0,
+            position: Position::default(),
+            created_ms: 0,
+            content_type: String::new(),
+            data: Vec::new(),
+            metadata: Vec::new(),
+        }
+    }
+}
+
 impl Position {
     /// The position of a source whose commit and prepare positions are one number
     /// (a line of an event file).
