@@ -12,8 +12,8 @@
 #                                                   "fuel off" too)
 #   ten projections, shared / own ingest           noop under ten names: one reader for
 #                                                   all against one reader each
-#   both over EventStoreDB + raw client ceiling    tests/esdb.rs's benchmark: the test
-#                                                   server in-process, the real client
+#   noop and both over EventStoreDB, and the raw   tests/esdb.rs's benchmark: the test
+#   client's ceiling                                server in-process, the real client
 #   rebuild                                         `projector replay order-summary`
 #                                                   (offline, a fresh build from event 1)
 #   import                                          `projector import` into the test server
@@ -183,16 +183,21 @@ row "rebuild order-summary (projector replay)" "$(echo "$COUNT / $secs" | bc)" \
 say "EventStoreDB path ($COUNT events through the test server and the real client)"
 esdb=$(BENCH_EVENTS=$COUNT cargo test --release -q -p projector --test esdb bench_esdb \
   -- --ignored --nocapture 2>/dev/null | grep -E '^esdb path' || true)
-line=$(grep -F 'order-summary + customer-stats:' <<<"$esdb" || true)
-raw=$(sed -nE 's/.*raw client subscription ([0-9]+) events\/s.*/\1/p' <<<"$line")
-prj=$(sed -nE 's/.*projector ([0-9]+) events\/s = ([0-9]+)% of the raw ceiling.*/\1 \2/p' <<<"$line")
-if [ -n "$raw" ] && [ -n "$prj" ]; then
-  read -r rate share <<<"$prj"
-  row "both over EventStoreDB (test server, real client)" "$rate" \
-    "${share}% of the raw client ceiling, ${raw} events/s measured in the same run"
-else
-  row "both over EventStoreDB" "failed" "see: cargo test --release -p projector --test esdb bench_esdb -- --ignored"
-fi
+esdb_row() { # esdb_row LABEL NAMES: the line of the test's output for those projections
+  local line raw prj rate share
+  line=$(grep -F "$2:" <<<"$esdb" || true)
+  raw=$(sed -nE 's/.*raw client subscription ([0-9]+) events\/s.*/\1/p' <<<"$line")
+  prj=$(sed -nE 's/.*projector ([0-9]+) events\/s = ([0-9]+)% of the raw ceiling.*/\1 \2/p' <<<"$line")
+  if [ -n "$raw" ] && [ -n "$prj" ]; then
+    read -r rate share <<<"$prj"
+    row "$1" "$rate" "${share}% of the raw client ceiling, ${raw} events/s measured in the same run"
+  else
+    row "$1" "failed" "see: cargo test --release -p projector --test esdb bench_esdb -- --ignored"
+  fi
+}
+# The noop row is the ingest path alone (client, events to the runner, Wasm boundary).
+esdb_row "noop over EventStoreDB (test server, real client)" "noop"
+esdb_row "both over EventStoreDB (test server, real client)" "order-summary + customer-stats"
 
 # 4. Import into the test server (batch append, pipelined).
 say "import"
