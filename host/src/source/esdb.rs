@@ -7,10 +7,13 @@
 //! them to the runner in chunks, with filtered checkpoints and the caught-up signal,
 //! through a bounded channel, in order: a chunk goes out when it is full or when the
 //! server has nothing more ready, so a live event waits for no other. Spent chunks come
-//! back for reuse, so steady-state reading allocates nothing per event. When the subscription is lost (connection refused, dropped, server restarted)
-//! the task resubscribes after the last position it handed over — so nothing is skipped
-//! and nothing is delivered twice — with exponential backoff and jitter, logging each
-//! attempt, and gives up after `max_attempts` failures in a row.
+//! back for reuse, so steady-state reading allocates nothing per event.
+//!
+//! When the subscription is lost (connection refused, dropped, server restarted) the
+//! task hands over what it has and resubscribes after the last position it handed
+//! over — so nothing is skipped and nothing is delivered twice — with exponential
+//! backoff and jitter, logging each attempt, and gives up after `max_attempts` failures
+//! in a row.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
