@@ -238,10 +238,12 @@ fn appended_events_show_up_live_and_bad_ones_follow_the_policy() {
     let dead: Vec<serde_json::Value> = query(
         &data,
         "order-summary",
-        "SELECT event_type, stream_id, error FROM _projector_dead_letters",
+        "SELECT event_id, event_type, stream_id, error FROM _projector_dead_letters",
     );
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0]["stream_id"], "order-live-1");
+    // The id the event was appended with (43), in the usual lower-case hyphenated form.
+    assert_eq!(dead[0]["event_id"], "00000000-0000-0000-0000-00000000002b");
     assert!(
         dead[0]["error"]
             .as_str()

@@ -15,7 +15,6 @@
 //! backoff and jitter, logging each attempt, and gives up after `max_attempts` failures
 //! in a row.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Poll;
@@ -345,8 +344,10 @@ fn fill(slot: &mut Event, e: &kurrentdb::RecordedEvent, position: Position) {
     slot.event_type.clear();
     slot.event_type.push_str(&e.event_type);
     slot.event_id.clear();
-    // Formatted into the reused string: no allocation per event.
-    let _ = write!(slot.event_id, "{}", e.id);
+    // Encoded straight into the reused string: no allocation, no formatter per event.
+    let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    slot.event_id
+        .push_str(e.id.as_hyphenated().encode_lower(&mut id));
     slot.revision = e.revision;
     slot.position = position;
     // The server sends .NET ticks (100 ns) since the Unix epoch; the client's own
