@@ -116,6 +116,11 @@ impl<'a> Batch<'a> {
         Ok(b)
     }
 
+    /// Events not read yet.
+    pub(crate) fn left(&self) -> u32 {
+        self.left
+    }
+
     /// Read the next event into `e`; `Ok(false)` after the last one.
     pub(crate) fn next_into(&mut self, e: &mut Event) -> Result<bool, String> {
         if self.left == 0 {

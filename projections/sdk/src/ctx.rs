@@ -242,6 +242,8 @@ pub struct Ctx {
     /// Touched rows, in first-touch order so the emitted ops are deterministic.
     entries: Vec<Entry>,
     index: FxHashMap<SlotKey, usize>,
+    /// Rows to make room for when the first is touched.
+    expect_rows: usize,
     scratch: Vec<u8>,
 }
 
@@ -257,8 +259,15 @@ impl Ctx {
             base,
             entries: Vec::new(),
             index: FxHashMap::default(),
+            expect_rows: 0,
             scratch: Vec::new(),
         }
+    }
+
+    /// Expect about `rows` touched rows: the overlay makes room for them when the
+    /// first row is touched, rather than growing step by step.
+    pub(crate) fn expect(&mut self, rows: usize) {
+        self.expect_rows = rows;
     }
 
     fn info(&self, table: usize) -> &'static TableInfo {
@@ -303,6 +312,12 @@ impl Ctx {
             return (i, false);
         }
         let i = self.entries.len();
+        if i == 0 {
+            // The first touched row: make room for the rest (a module that touches no
+            // row reserves nothing).
+            self.entries.reserve(self.expect_rows);
+            self.index.reserve(self.expect_rows);
+        }
         self.index.insert(slot_key, i);
         self.entries.push(Entry {
             table,
