@@ -7,7 +7,8 @@
 //! them to the runner in chunks, with filtered checkpoints and the caught-up signal,
 //! through a bounded channel, in order: a chunk goes out when it is full or when the
 //! server has nothing more ready, so a live event waits for no other. Spent chunks come
-//! back for reuse, so steady-state reading allocates nothing per event.
+//! back for reuse, so handing events over allocates nothing per event (the client's
+//! own decoding still does).
 //!
 //! When the subscription is lost (connection refused, dropped, server restarted) the
 //! task hands over what it has and resubscribes after the last position it handed
@@ -337,7 +338,7 @@ impl EventSource for EsdbSource {
     }
 }
 
-/// Copy one recorded event into `slot` (a spent event: its allocations are reused).
+/// Copy one recorded event into `slot`, reusing its allocations when it is a spent one.
 fn fill(slot: &mut Event, e: &kurrentdb::RecordedEvent, position: Position) {
     slot.stream_id.clear();
     slot.stream_id.push_str(e.stream_id());

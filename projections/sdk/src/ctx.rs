@@ -234,6 +234,10 @@ impl std::hash::Hash for SlotKey {
     }
 }
 
+/// Most overlay rows made room for up front, whatever the batch: bounds what a module
+/// that touches few rows reserves and never uses.
+const EXPECT_ROWS_MAX: usize = 32_768;
+
 /// The projection's view of its tables while it handles a batch.
 pub struct Ctx {
     schema: &'static Schema,
@@ -264,10 +268,12 @@ impl Ctx {
         }
     }
 
-    /// Expect about `rows` touched rows: the overlay makes room for them when the
-    /// first row is touched, rather than growing step by step.
-    pub(crate) fn expect(&mut self, rows: usize) {
-        self.expect_rows = rows;
+    /// The batch has `events` events: when the first row is touched, the overlay makes
+    /// room for one row per two of them (the shop modules write 0.25–0.4 rows per
+    /// event), at most [`EXPECT_ROWS_MAX`]. Grown step by step, a large batch's overlay
+    /// was rehashed and copied a dozen times: 2% of a shop module's instructions.
+    pub(crate) fn expect_events(&mut self, events: usize) {
+        self.expect_rows = (events / 2).min(EXPECT_ROWS_MAX);
     }
 
     fn info(&self, table: usize) -> &'static TableInfo {

@@ -192,10 +192,6 @@ pub mod __private {
         P::manifest().into_wit()
     }
 
-    /// Most overlay rows reserved up front, whatever the batch (bounds the memory a
-    /// module with few touched rows reserves and never uses).
-    const OVERLAY_RESERVE_MAX: usize = 32_768;
-
     /// The handle export: read the packed batch one event at a time, run each through
     /// one overlay, return the coalesced ops.
     pub fn handle<P: Projection>(batch: Vec<u8>) -> Result<Vec<u8>, HandleError> {
@@ -209,10 +205,7 @@ pub mod __private {
             message: m,
             event_index: None,
         })?;
-        // Room for a touched row per two events (the shop modules write 0.25–0.4 rows
-        // per event): grown step by step, a large batch's overlay was rehashed and
-        // copied a dozen times, 2% of a shop module's instructions.
-        ctx.expect((events.left() as usize / 2).min(OVERLAY_RESERVE_MAX));
+        ctx.expect_events(events.left() as usize);
         let mut event = empty_event();
         let mut index = 0;
         while events.next_into(&mut event).map_err(|m| failed(m, index))? {
