@@ -65,6 +65,17 @@ impl<'a> Deserializer<'a> {
         Ok(())
     }
 
+    /// Past `c`, after any whitespace. Compact JSON has none: looked for only when the
+    /// next byte is not `c` (a first look costs less than the whitespace loop).
+    fn token(&mut self, c: u8) -> R<()> {
+        if self.b.get(self.i) == Some(&c) {
+            self.i += 1;
+            return Ok(());
+        }
+        self.ws();
+        self.eat(c)
+    }
+
     fn ws(&mut self) {
         self.i = json_skim::ws(self.b, self.i);
     }
@@ -170,7 +181,9 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
         self.deserialize_i64(visitor)
     }
     fn deserialize_i64<V: Visitor<'de>>(self, visitor: V) -> R<V::Value> {
-        self.ws();
+        if !matches!(self.b.get(self.i), Some(b'0'..=b'9' | b'-')) {
+            self.ws();
+        }
         self.integer(visitor)
     }
     fn deserialize_u8<V: Visitor<'de>>(self, visitor: V) -> R<V::Value> {
@@ -187,7 +200,9 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
     }
 
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> R<V::Value> {
-        self.ws();
+        if self.b.get(self.i) != Some(&b'"') {
+            self.ws();
+        }
         visitor.visit_borrowed_str(self.string()?)
     }
     fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> R<V::Value> {
@@ -215,31 +230,27 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
     }
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> R<V::Value> {
-        self.ws();
-        self.eat(b'[')?;
+        self.token(b'[')?;
         self.nest()?;
         let value = visitor.visit_seq(Members {
             de: &mut *self,
             first: true,
             close: b']',
         })?;
-        self.ws();
-        self.eat(b']')?;
+        self.token(b']')?;
         self.depth -= 1;
         Ok(value)
     }
 
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> R<V::Value> {
-        self.ws();
-        self.eat(b'{')?;
+        self.token(b'{')?;
         self.nest()?;
         let value = visitor.visit_map(Members {
             de: &mut *self,
             first: true,
             close: b'}',
         })?;
-        self.ws();
-        self.eat(b'}')?;
+        self.token(b'}')?;
         self.depth -= 1;
         Ok(value)
     }
@@ -352,16 +363,18 @@ impl<'de> de::MapAccess<'de> for Members<'_, 'de> {
         if !self.next()? {
             return Ok(None);
         }
-        self.de.ws();
-        if self.de.peek()? != b'"' {
-            return Err(GiveUp);
+        // Compact JSON: the key's quote right after the comma (or the brace).
+        if self.de.b.get(self.de.i) != Some(&b'"') {
+            self.de.ws();
+            if self.de.peek()? != b'"' {
+                return Err(GiveUp);
+            }
         }
         seed.deserialize(&mut *self.de).map(Some)
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> R<V::Value> {
-        self.de.ws();
-        self.de.eat(b':')?;
+        self.de.token(b':')?;
         seed.deserialize(&mut *self.de)
     }
 }
