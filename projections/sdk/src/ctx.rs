@@ -23,14 +23,15 @@ pub(crate) struct TableInfo {
 /// names of another length are passed over without comparing their bytes (in a module,
 /// hashing the name cost more than this).
 fn position(columns: &[(String, Kind, bool)], name: &str) -> Option<usize> {
-    columns.iter().position(|c| same(&c.0, name))
+    columns
+        .iter()
+        .position(|c| same(c.0.as_bytes(), name.as_bytes()))
 }
 
-/// `a == b` a word at a time: `==` on strings calls `memcmp`, which in a module
-/// compares byte by byte, and names are looked up on every op. The last word overlaps
-/// the one before it rather than ending in a loop over the bytes left.
-fn same(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
+/// `a == b` a word at a time: `==` on slices calls `memcmp`, which in a module
+/// compares byte by byte, and names and keys are compared on every op. The last word
+/// overlaps the one before it rather than ending in a loop over the bytes left.
+fn same(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -88,7 +89,7 @@ impl Schema {
     fn table(&self, name: &str) -> Result<usize> {
         self.tables
             .iter()
-            .position(|t| same(&t.name, name))
+            .position(|t| same(t.name.as_bytes(), name.as_bytes()))
             .ok_or_else(|| Error(format!("table `{name}` is not declared in the manifest")))
     }
 }
@@ -494,8 +495,8 @@ impl Ctx {
         let info = self.info(row.table);
         if let Some(entry) = row.slot.map(|i| &mut self.entries[i]) {
             // Straight back into the entry it came from, unless its key was changed.
-            let same = |(&c, k): (&usize, &Value)| same_key(&row.values[c], k);
-            if entry.table == row.table && info.primary_key.iter().zip(&entry.key).all(same) {
+            let kept = |(&c, k): (&usize, &Value)| same_key(&row.values[c], k);
+            if entry.table == row.table && info.primary_key.iter().zip(&entry.key).all(kept) {
                 entry.state = State::Row(row.values);
                 return Ok(());
             }
@@ -640,8 +641,8 @@ fn same_key(a: &Value, b: &Value) -> bool {
         (Value::Null, Value::Null) => true,
         (Value::Integer(x), Value::Integer(y)) => x == y,
         (Value::Real(x), Value::Real(y)) => x.to_bits() == y.to_bits(),
-        (Value::Text(x), Value::Text(y)) => x == y,
-        (Value::Blob(x), Value::Blob(y)) => x == y,
+        (Value::Text(x), Value::Text(y)) => same(x.as_bytes(), y.as_bytes()),
+        (Value::Blob(x), Value::Blob(y)) => same(x, y),
         _ => false,
     }
 }
@@ -704,7 +705,7 @@ mod tests {
             .collect();
         for a in &words {
             for b in &words {
-                assert_eq!(same(a, b), a == b, "{a:?} {b:?}");
+                assert_eq!(same(a.as_bytes(), b.as_bytes()), a == b, "{a:?} {b:?}");
             }
         }
     }
