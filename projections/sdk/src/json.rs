@@ -65,8 +65,9 @@ impl<'a> Deserializer<'a> {
         Ok(())
     }
 
-    /// Past `c`, after any whitespace. Compact JSON has none: looked for only when the
-    /// next byte is not `c` (a first look costs less than the whitespace loop).
+    /// Past `c`, after any whitespace. Compact JSON has none: one look at the next byte
+    /// does instead of the whitespace loop and a second look for `c`; whitespace is
+    /// looked for only when that byte is not `c`.
     fn token(&mut self, c: u8) -> R<()> {
         if self.b.get(self.i) == Some(&c) {
             self.i += 1;
