@@ -242,7 +242,7 @@ impl PartialEq for SlotKey {
     fn eq(&self, other: &SlotKey) -> bool {
         match (self, other) {
             (SlotKey::Short(a), SlotKey::Short(b)) => a[0] == b[0] && a[1] == b[1] && a[2] == b[2],
-            (SlotKey::Long(a), SlotKey::Long(b)) => a == b,
+            (SlotKey::Long(a), SlotKey::Long(b)) => same(a, b),
             _ => false,
         }
     }
