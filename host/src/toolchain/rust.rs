@@ -21,6 +21,11 @@ const DEBIAN_WASI_LIBC: &str = "/usr/lib/wasm32-wasi";
 /// Debian's compiler (package rustc-web) and its std source (rust-web-src).
 const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 const DEBIAN_STD_SRC: &str = "/usr/lib/rustlib/src/rust";
+/// LLVM's inlining threshold for guests (its default is 225–250). At 1000 a shop module's
+/// calls ran 7.9% fewer native instructions (callgrind, both shop modules over 100k
+/// events): fewer calls, and fuel is saved and checked around each one. The code grows
+/// by 75%; 500 saved 3.9%, 3000 no more than 1000 at twice the code.
+const INLINE_THRESHOLD: &str = "-Cllvm-args=-inline-threshold=1000";
 
 /// Which compiler builds the guest.
 #[derive(Debug, Clone, PartialEq)]
@@ -123,17 +128,19 @@ pub fn build(dir: &Path, out: Option<&Path>) -> Result<PathBuf> {
         ])
         .arg(&manifest_abs)
         .arg("--target-dir")
-        .arg(&target_dir)
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+        .arg(&target_dir);
+    // The guest's flags are the builder's alone, not the caller's environment's.
+    let mut flags = vec![INLINE_THRESHOLD.to_string()];
     if route == Route::DebianBuildStd {
         cmd.env("RUSTC_BOOTSTRAP", "1")
             .env("RUSTC", DEBIAN_RUSTC)
             .arg("-Zbuild-std=std,panic_abort");
         if target == WASI_TARGET {
-            cmd.env("RUSTFLAGS", format!("-L{DEBIAN_WASI_LIBC}"));
+            flags.push(format!("-L{DEBIAN_WASI_LIBC}"));
         }
     }
+    cmd.env_remove("RUSTFLAGS")
+        .env("CARGO_ENCODED_RUSTFLAGS", flags.join("\x1f"));
     tracing::info!(crate = %name, route = ?route, "building guest");
     let status = cmd.status().context("running cargo build for the guest")?;
     if !status.success() {
