@@ -23,8 +23,9 @@ const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 const DEBIAN_STD_SRC: &str = "/usr/lib/rustlib/src/rust";
 /// LLVM's inlining threshold for guests (its default is 225–250). At 1000 a shop module's
 /// calls ran 7.9% fewer native instructions (callgrind, both shop modules over 100k
-/// events): fewer calls, and fuel is saved and checked around each one. The code grows
-/// by 75%; 500 saved 3.9%, 3000 no more than 1000 at twice the code.
+/// events): fewer calls, and a module's fuel count is stored before each call and loaded
+/// after it. The code grows by 75%; 500 saved 3.9%, 3000 no more than 1000 at twice the
+/// code.
 const INLINE_THRESHOLD: &str = "-Cllvm-args=-inline-threshold=1000";
 
 /// Which compiler builds the guest.
