@@ -419,7 +419,7 @@ fn read_line(r: &mut impl BufRead, out: &mut Vec<u8>) -> std::io::Result<usize> 
 
 /// Overwrite a reused buffer in place. One that must grow grows to the next power of
 /// two: an event's slot held events of every type and size, and regrowing it a byte
-/// range at a time (a new allocation and a copy) was a twentieth of reading.
+/// range at a time (a new allocation and a copy) took 6% of the noop projection's CPU.
 fn refill(buf: &mut Vec<u8>, with: &[u8]) {
     buf.clear();
     if buf.capacity() < with.len() {
