@@ -12,8 +12,9 @@
 #                                                   "fuel off" too)
 #   ten projections, shared / own ingest           noop under ten names: one reader for
 #                                                   all against one reader each
-#   noop and both over EventStoreDB, and the raw   tests/esdb.rs's benchmark: the test
-#   client's ceiling                                server in-process, the real client
+#   noop and both over EventStoreDB, the native    tests/esdb.rs's benchmark: the test
+#   baseline over it too, and the raw client's     server in-process, the real client
+#   ceiling                                         (the native baseline's --esdb mode)
 #   rebuild                                         `projector replay order-summary`
 #                                                   (offline, a fresh build from event 1)
 #   import                                          `projector import` into the test server
@@ -181,13 +182,13 @@ row "rebuild order-summary (projector replay)" "$(echo "$COUNT / $secs" | bc)" \
 
 # 3. The EventStoreDB path against the raw client's ceiling, same data, same run.
 say "EventStoreDB path ($COUNT events through the test server and the real client)"
-esdb=$(BENCH_EVENTS=$COUNT cargo test --release -q -p projector --test esdb bench_esdb \
+esdb=$(BENCH_EVENTS=$COUNT BENCH_NATIVE=$bin/native-baseline cargo test --release -q -p projector --test esdb bench_esdb \
   -- --ignored --nocapture 2>/dev/null | grep -E '^esdb path' || true)
 esdb_row() { # esdb_row LABEL NAMES: the line of the test's output for those projections
   local line raw prj rate share
   line=$(grep -F "$2:" <<<"$esdb" || true)
   raw=$(sed -nE 's/.*raw client subscription ([0-9]+) events\/s.*/\1/p' <<<"$line")
-  prj=$(sed -nE 's/.*projector ([0-9]+) events\/s = ([0-9]+)% of the raw ceiling.*/\1 \2/p' <<<"$line")
+  prj=$(sed -nE 's/.*(projector|native baseline) ([0-9]+) events\/s = ([0-9]+)% of the raw ceiling.*/\2 \3/p' <<<"$line")
   if [ -n "$raw" ] && [ -n "$prj" ]; then
     read -r rate share <<<"$prj"
     row "$1" "$rate" "${share}% of the raw client ceiling, ${raw} events/s measured in the same run"
@@ -198,6 +199,16 @@ esdb_row() { # esdb_row LABEL NAMES: the line of the test's output for those pro
 # The noop row is the ingest path alone (client, events to the runner, Wasm boundary).
 esdb_row "noop over EventStoreDB (test server, real client)" "noop"
 esdb_row "both over EventStoreDB (test server, real client)" "order-summary + customer-stats"
+# The same two read models by hand over the same server: what code without a sandbox
+# reaches on this path when the server shares the machine's cores.
+esdb_row "native baseline over EventStoreDB (same server)" "native baseline"
+esdb_rate() { grep -F "$1:" <<<"$esdb" | sed -nE 's/.*(projector|native baseline) ([0-9]+) events\/s = .*/\2/p'; }
+eb=$(esdb_rate "order-summary + customer-stats")
+en=$(esdb_rate "native baseline")
+if [ -n "$eb" ] && [ -n "$en" ]; then
+  row "ratio over EventStoreDB, Projector (both) / native" \
+    "$(printf '%.2f' "$(echo "$eb / $en" | bc -l)")" "single runs against the same server in the same run"
+fi
 
 # 4. Import into the test server (batch append, pipelined).
 say "import"

@@ -322,6 +322,8 @@ fn import_loads_a_file_idempotently() {
 
 /// Benchmark (printed, not asserted; run by `scripts/bench.sh`): events/s through the
 /// EventStoreDB path against the raw client's subscription ceiling, same data, same run.
+/// With `BENCH_NATIVE` naming the native baseline's binary, the same two read models
+/// written by hand over the same server too (its tables checked against the fold).
 #[test]
 #[ignore = "benchmark: scripts/bench.sh runs it"]
 fn bench_esdb_path_against_the_raw_client() {
@@ -330,7 +332,7 @@ fn bench_esdb_path_against_the_raw_client() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(300_000);
     let dir = tempfile::tempdir().unwrap();
-    let (server, _) = shop_server(dir.path(), 42, count);
+    let (server, events) = shop_server(dir.path(), 42, count);
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     let raw = rt.block_on(async {
@@ -370,5 +372,35 @@ fn bench_esdb_path_against_the_raw_client() {
             100.0 * rate / raw
         );
         print!("{}", projector::host::format_summary(&summary));
+    }
+
+    if let Some(native) = std::env::var_os("BENCH_NATIVE") {
+        let out = std::process::Command::new(native)
+            .arg(&events)
+            .arg(dir.path().join("native.sqlite"))
+            .args(["--esdb", &server.url(), "--check"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let rate: f64 = text
+            .lines()
+            .find_map(|l| {
+                l.split(" s: ")
+                    .nth(1)?
+                    .strip_suffix(" events/s")?
+                    .parse()
+                    .ok()
+            })
+            .unwrap();
+        println!(
+            "esdb path, {count} shop events, native baseline: raw client subscription {raw:.0} events/s; native baseline {rate:.0} events/s = {:.0}% of the raw ceiling",
+            100.0 * rate / raw
+        );
+        print!("{text}");
     }
 }

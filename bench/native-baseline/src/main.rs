@@ -6,10 +6,13 @@
 //! keeps the order events, and applies both read models' writes through prepared
 //! statements to one SQLite file (WAL, `synchronous=NORMAL`, the host's page cache and
 //! mmap settings), one transaction per `--batch` events (default 10,000) with a
-//! checkpoint row. `--check` then compares the tables with the independent fold of the
-//! file (`shop_events::Fold`), outside the timed part.
+//! checkpoint row. With `--esdb URL` the events come from EventStoreDB instead (a
+//! subscription to `$all` with the real client, read up to where it catches up; the file
+//! is then only what `--check` folds): the same writes, over the path Projector's
+//! EventStoreDB source takes. `--check` then compares the tables with the independent
+//! fold of the file (`shop_events::Fold`), outside the timed part.
 //!
-//! Usage: `native-baseline EVENTS.ndjson DB.sqlite [--batch N] [--check]`
+//! Usage: `native-baseline EVENTS.ndjson DB.sqlite [--batch N] [--esdb URL] [--check]`
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -137,10 +140,10 @@ impl<'c> Statements<'c> {
     }
 
     /// Apply one order event to both read models.
-    fn apply(&mut self, event_type: &str, data: &str) -> Result<()> {
+    fn apply(&mut self, event_type: &str, data: &[u8]) -> Result<()> {
         match event_type {
             "OrderCreated" => {
-                let e: OrderCreated = serde_json::from_str(data)?;
+                let e: OrderCreated = serde_json::from_slice(data)?;
                 let count: i64 = e.items.iter().map(|i| i.quantity).sum();
                 let total: i64 = e.items.iter().map(|i| i.quantity * i.price_cents).sum();
                 self.order_created
@@ -151,14 +154,14 @@ impl<'c> Statements<'c> {
                     .execute(params![e.customer_id, 1, 0, 0, 0])?;
             }
             "ItemAdded" => {
-                let e: ItemAdded = serde_json::from_str(data)?;
+                let e: ItemAdded = serde_json::from_slice(data)?;
                 let added = e.quantity * e.price_cents;
                 self.order_item
                     .execute(params![e.order_id, e.quantity, added])?;
                 self.totals_item.execute(params![e.order_id, added])?;
             }
             "OrderConfirmed" | "OrderCancelled" | "OrderShipped" => {
-                let e: OrderRef = serde_json::from_str(data)?;
+                let e: OrderRef = serde_json::from_slice(data)?;
                 let status = match event_type {
                     "OrderConfirmed" => "confirmed",
                     "OrderCancelled" => "cancelled",
@@ -193,70 +196,121 @@ impl<'c> Statements<'c> {
     }
 }
 
+const USAGE: &str =
+    "usage: native-baseline EVENTS.ndjson DB.sqlite [--batch N] [--esdb URL] [--check]";
+
+/// Takes each event as (stream, type, data), in order.
+type Each<'f> = dyn FnMut(&str, &str, &[u8]) -> Result<()> + 'f;
+
+/// Every event of the file, in order, as (stream, type, data); errors name the line.
+fn read_file(file: &str, each: &mut Each) -> Result<()> {
+    let reader = std::io::BufReader::with_capacity(
+        1 << 20,
+        std::fs::File::open(file).with_context(|| format!("opening {file}"))?,
+    );
+    for (n, line) in reader.split(b'\n').enumerate() {
+        let line = line?;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let l: Line = serde_json::from_slice(&line)
+            .with_context(|| format!("{file}:{}: malformed event", n + 1))?;
+        each(&l.stream, &l.event_type, l.data.get().as_bytes())
+            .with_context(|| format!("{file}:{}", n + 1))?;
+    }
+    Ok(())
+}
+
+/// Every event of `$all` on the server at `url`, in order, up to where the subscription
+/// catches up: the real client, driven from this thread, as a hand-written consumer
+/// would.
+fn read_esdb(url: &str, each: &mut Each) -> Result<()> {
+    use kurrentdb::{Client, SubscribeToAllOptions, SubscriptionEvent};
+    let rt = tokio::runtime::Runtime::new()?;
+    // The client spawns its connection task on the runtime it is made in.
+    let _in_rt = rt.enter();
+    let settings = url
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--esdb {url}: {e}"))?;
+    let client = Client::new(settings).map_err(|e| anyhow::anyhow!("connecting to {url}: {e}"))?;
+    let mut sub = rt.block_on(client.subscribe_to_all(&SubscribeToAllOptions::default()));
+    loop {
+        match rt
+            .block_on(sub.next_subscription_event())
+            .with_context(|| format!("reading $all from {url}"))?
+        {
+            SubscriptionEvent::EventAppeared(e) => {
+                let e = e.get_original_event();
+                each(e.stream_id(), &e.event_type, &e.data).with_context(|| {
+                    format!("{url}: event at commit position {}", e.position.commit)
+                })?;
+            }
+            SubscriptionEvent::CaughtUp(_) => return Ok(()),
+            _ => {}
+        }
+    }
+}
+
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    let (mut file, mut db_path, mut batch, mut check) = (None, None, 10_000u64, false);
+    let (mut file, mut db_path, mut batch, mut check, mut esdb) =
+        (None, None, 10_000u64, false, None);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--batch" => {
                 batch = args
                     .next()
                     .and_then(|v| v.parse().ok())
-                    .context("--batch takes a number")?
+                    .filter(|&n| n > 0)
+                    .context("--batch takes a number above 0")?
             }
+            "--esdb" => esdb = Some(args.next().context("--esdb takes a URL")?),
             "--check" => check = true,
             _ if file.is_none() => file = Some(a),
             _ if db_path.is_none() => db_path = Some(a),
-            _ => bail!("usage: native-baseline EVENTS.ndjson DB.sqlite [--batch N] [--check]"),
+            _ => bail!(USAGE),
         }
     }
     let (Some(file), Some(db_path)) = (file, db_path) else {
-        bail!("usage: native-baseline EVENTS.ndjson DB.sqlite [--batch N] [--check]");
+        bail!(USAGE);
     };
     let _ = std::fs::remove_file(&db_path);
-    let mut db = Connection::open(&db_path).with_context(|| format!("opening {db_path}"))?;
+    let db = Connection::open(&db_path).with_context(|| format!("opening {db_path}"))?;
     db.execute_batch(SCHEMA)?;
 
     let t0 = Instant::now();
-    let reader = std::io::BufReader::with_capacity(
-        1 << 20,
-        std::fs::File::open(&file).with_context(|| format!("opening {file}"))?,
-    );
-    let (mut lines, mut applied) = (0u64, 0u64);
-    let mut tx = db.transaction()?;
+    let (mut events, mut applied) = (0u64, 0u64);
     {
-        let mut st = Statements::new(&tx)?;
-        for line in reader.split(b'\n') {
-            let line = line?;
-            lines += 1;
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let l: Line = serde_json::from_slice(&line)
-                .with_context(|| format!("{file}:{lines}: malformed event"))?;
+        let mut st = Statements::new(&db)?;
+        db.execute_batch("BEGIN")?;
+        let mut each = |stream: &str, event_type: &str, data: &[u8]| -> Result<()> {
+            events += 1;
             // Both read models' interests: order streams, these types.
-            if l.stream.starts_with("order-") {
-                st.apply(&l.event_type, l.data.get())
-                    .with_context(|| format!("{file}:{lines}"))?;
+            if stream.starts_with("order-") {
+                st.apply(event_type, data)?;
                 applied += 1;
             }
-            if lines % batch == 0 {
-                st.checkpoint.execute(params![lines])?;
-                drop(st);
-                tx.commit()?;
-                tx = db.transaction()?;
-                st = Statements::new(&tx)?;
+            if events % batch == 0 {
+                st.checkpoint.execute(params![events])?;
+                db.execute_batch("COMMIT; BEGIN")?;
             }
+            Ok(())
+        };
+        match &esdb {
+            None => read_file(&file, &mut each)?,
+            Some(url) => read_esdb(url, &mut each)?,
         }
-        st.checkpoint.execute(params![lines])?;
+        st.checkpoint.execute(params![events])?;
+        db.execute_batch("COMMIT")?;
     }
-    tx.commit()?;
     let secs = t0.elapsed().as_secs_f64();
+    let from = esdb
+        .as_deref()
+        .map_or(String::new(), |url| format!(" from {url}"));
     println!(
-        "native baseline: {lines} events ({applied} order events applied to both read models) in {secs:.2} s: {:.0} events/s",
-        lines as f64 / secs
+        "native baseline{from}: {events} events ({applied} order events applied to both read models) in {secs:.2} s: {:.0} events/s",
+        events as f64 / secs
     );
-
     if check {
         let want = shop_events::Fold::of_file(std::path::Path::new(&file), None)?;
         let mut orders = BTreeMap::new();
