@@ -608,7 +608,7 @@ fn flush(inner: &mut Inner, schema: &Schema) -> rusqlite::Result<()> {
         return Ok(());
     }
     inner.rows_written += write_rows(inner.conn()?, schema, inner.window.rows())?;
-    inner.window.take_rows();
+    inner.window.clear_rows();
     Ok(())
 }
 

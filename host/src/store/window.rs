@@ -133,14 +133,28 @@ impl Window {
     }
 
     /// Move the rows held into a window of their own (to be written while this one
-    /// goes on); this one keeps the keys written.
+    /// goes on); this one keeps the keys written, and makes room for as many rows: while
+    /// catching up the next window holds as many, and room made once spares the index
+    /// its rehashing at every doubling.
     pub(crate) fn take_rows(&mut self) -> Window {
         self.undo.clear();
-        Window {
+        let rows = self.slots.len();
+        let taken = Window {
             index: std::mem::take(&mut self.index),
             slots: std::mem::take(&mut self.slots),
             ..Window::default()
-        }
+        };
+        self.index.reserve(rows);
+        self.slots.reserve(rows);
+        taken
+    }
+
+    /// Forget the rows held, once written into the open transaction (their room stays,
+    /// for the rows that follow).
+    pub(crate) fn clear_rows(&mut self) {
+        self.undo.clear();
+        self.index.clear();
+        self.slots.clear();
     }
 
     /// Every row held, in first-touch order (table index, last state).
