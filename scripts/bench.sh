@@ -146,8 +146,10 @@ for spec in "noop:10000000:noop" "order-summary:10000000:order-summary" \
   # what read-ahead brings shows with one.
   [ "$name" = order-summary-no-read-ahead ] && sed -i '/^commit_events/a read_ahead = false' "$cfg"
   # The host's summary (where the time went) goes to stderr; the table takes the rates.
+  # (`tee -a`: a stderr redirected to a file is appended to; plain `tee` reopened and
+  # truncated it, losing the progress before.)
   read -r rate prate secs < <("$bin/projector" run --config "$cfg" --once 2>/dev/null \
-    | tee /dev/stderr | rates)
+    | tee -a /dev/stderr | rates)
   case $name in
     noop) row "noop (host + Wasm boundary only)" "$rate" "${secs} s; $(fuel "$cfg" noop)" ;;
     both) both_rate=$rate
@@ -167,7 +169,7 @@ for mode in shared own; do
   noop_copies 10 "$work/ten-$mode/modules"
   [ "$mode" = own ] && sed -i '/^commit_events/a shared_ingest = false' "$cfg"
   read -r rate prate secs < <("$bin/projector" run --config "$cfg" --once 2>/dev/null \
-    | tee /dev/stderr | rates)
+    | tee -a /dev/stderr | rates)
   row "ten projections, $mode ingest" "$rate" "${prate} projection-events/s, ${secs} s"
 done
 
@@ -265,7 +267,7 @@ pb=(); pn=()
 for i in 1 2 3; do
   rm -rf "$work/both/data"
   rate=$("$bin/projector" run --config "$work/both/projector.toml" --once 2>/dev/null \
-    | tee /dev/stderr | rates | cut -d' ' -f1) \
+    | tee -a /dev/stderr | rates | cut -d' ' -f1) \
     || { say "both (interleaved run $i) failed"; exit 1; }
   [ -n "$rate" ] || { say "both (interleaved run $i) printed no rate"; exit 1; }
   pb+=("$rate")
