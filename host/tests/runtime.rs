@@ -1,5 +1,5 @@
-//! The runtime: compile cache across restarts, components that are not projections, and
-//! modules' functions named to `perf`.
+//! The runtime: compile cache across restarts, components that are not projections,
+//! modules' functions named to `perf`, and instances allocated one by one for valgrind.
 
 mod common;
 
@@ -98,4 +98,36 @@ fn projector_perfmap_names_each_modules_functions_to_perf() {
     let cached = run("1").expect("a perf map for a module loaded from the cache");
     assert_eq!(named(&cached), named(&compiled), "{cached}");
     assert_eq!(run("0"), None, "no map unless asked for");
+}
+
+/// `PROJECTOR_ON_DEMAND=1` (the switch that lets a whole host run under valgrind): the
+/// host says it allocates instances one by one, and projects the same tables as with the
+/// pool.
+#[test]
+fn projector_on_demand_allocates_instances_one_by_one_with_the_same_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.ndjson");
+    shop_events(&events, 5, 3_000);
+    let m = modules(dir.path(), &["order-summary", "customer-stats"]);
+    // Small batches: many instances, each from the pool or allocated on its own.
+    let cfg = config_file(dir.path(), &m, "[batch]\nmax_events = 100\n");
+    for on_demand in ["1", "0"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_projector"))
+            .args(["run", "--once", "--config"])
+            .arg(&cfg)
+            .env("PROJECTOR_ON_DEMAND", on_demand)
+            .env("PROJECTOR_CACHE", dir.path().join("cache"))
+            .env("RUST_LOG", "info")
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{log}");
+        assert_eq!(
+            log.contains("instances allocated one by one"),
+            on_demand == "1",
+            "{log}"
+        );
+        assert!(shop_exact(&dir.path().join("data"), &events, None), "{log}");
+        std::fs::remove_dir_all(dir.path().join("data")).unwrap();
+    }
 }

@@ -142,18 +142,22 @@ impl Runtime {
     /// start its epoch ticker.
     pub fn new(limits: Limits, cache_dir: Option<PathBuf>) -> Result<Runtime> {
         let gate = Arc::new(pool::Gate::for_this_machine());
+        // `PROJECTOR_ON_DEMAND=1`: instances allocated one by one, not from the pool, so
+        // the host runs under valgrind (the pool reserves more address space than
+        // valgrind allows) and callgrind counts every instruction of a run.
+        let on_demand = std::env::var_os("PROJECTOR_ON_DEMAND").is_some_and(|v| v != "0");
+        if on_demand {
+            tracing::info!(
+                "instances allocated one by one, not from the pool (PROJECTOR_ON_DEMAND)"
+            );
+        }
         let mut config = Config::new();
         config
-            // `PROJECTOR_ON_DEMAND=1`: instances allocated one by one, not from the pool,
-            // so the host runs under valgrind (the pool reserves more address space than
-            // valgrind allows) and callgrind counts every instruction of a run.
-            .allocation_strategy(
-                if std::env::var_os("PROJECTOR_ON_DEMAND").is_some_and(|v| v != "0") {
-                    InstanceAllocationStrategy::OnDemand
-                } else {
-                    InstanceAllocationStrategy::Pooling(pool::config(gate.slots()))
-                },
-            )
+            .allocation_strategy(if on_demand {
+                InstanceAllocationStrategy::OnDemand
+            } else {
+                InstanceAllocationStrategy::Pooling(pool::config(gate.slots()))
+            })
             .consume_fuel(limits.fuel_per_event > 0)
             .epoch_interruption(true)
             .cranelift_nan_canonicalization(true)
