@@ -77,7 +77,7 @@ CREATE TABLE customers (customer_id TEXT NOT NULL PRIMARY KEY, orders INTEGER NO
   lifetime_value_cents INTEGER NOT NULL DEFAULT 0) STRICT;
 CREATE TABLE order_totals (order_id TEXT NOT NULL PRIMARY KEY, customer_id TEXT,
   total_cents INTEGER, confirmed_cents INTEGER) STRICT;
-CREATE TABLE checkpoint (id INTEGER PRIMARY KEY, line INTEGER NOT NULL) STRICT;
+CREATE TABLE checkpoint (id INTEGER PRIMARY KEY, events INTEGER NOT NULL) STRICT;
 ";
 
 /// Every statement the read models use, prepared once.
