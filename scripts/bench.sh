@@ -186,6 +186,7 @@ row "rebuild order-summary (projector replay)" "$(echo "$COUNT / $secs" | bc)" \
 say "EventStoreDB path ($COUNT events through the test server and the real client)"
 esdb=$(BENCH_EVENTS=$COUNT BENCH_NATIVE=$bin/native-baseline cargo test --release -q -p projector --test esdb bench_esdb \
   -- --ignored --nocapture 2>/dev/null | grep -E '^esdb path' || true)
+declare -A esdb_rate # NAMES -> events/s, for the ratio below
 esdb_row() { # esdb_row LABEL NAMES: the line of the test's output for those projections
   local line raw prj rate share
   line=$(grep -F "$2:" <<<"$esdb" || true)
@@ -193,6 +194,7 @@ esdb_row() { # esdb_row LABEL NAMES: the line of the test's output for those pro
   prj=$(sed -nE 's/.*(projector|native baseline) ([0-9]+) events\/s = ([0-9]+)% of the raw ceiling.*/\2 \3/p' <<<"$line")
   if [ -n "$raw" ] && [ -n "$prj" ]; then
     read -r rate share <<<"$prj"
+    esdb_rate[$2]=$rate
     row "$1" "$rate" "${share}% of the raw client ceiling, ${raw} events/s measured in the same run"
   else
     row "$1" "failed" "see: cargo test --release -p projector --test esdb bench_esdb -- --ignored"
@@ -204,9 +206,8 @@ esdb_row "both over EventStoreDB (test server, real client)" "order-summary + cu
 # The same two read models by hand over the same server: what code without a sandbox
 # reaches on this path when the server shares the machine's cores.
 esdb_row "native baseline over EventStoreDB (same server)" "native baseline"
-esdb_rate() { grep -F "$1:" <<<"$esdb" | sed -nE 's/.*(projector|native baseline) ([0-9]+) events\/s = .*/\2/p'; }
-eb=$(esdb_rate "order-summary + customer-stats")
-en=$(esdb_rate "native baseline")
+eb=${esdb_rate["order-summary + customer-stats"]:-}
+en=${esdb_rate["native baseline"]:-}
 if [ -n "$eb" ] && [ -n "$en" ]; then
   row "ratio over EventStoreDB, Projector (both) / native" \
     "$(printf '%.2f' "$(echo "$eb / $en" | bc -l)")" "single runs against the same server in the same run"
